@@ -1,0 +1,1 @@
+//! Table and JSON output helpers (being written).

@@ -1,0 +1,13 @@
+//! secmon manager: JetStream ingest, fleet registry and lifecycle, storage and the
+//! REST API. The binary (`main.rs`) only parses arguments and calls [`app`].
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod ingest;
+pub mod lifecycle;
+pub mod metrics;
+pub mod registry;
+pub mod seq;
+pub mod store;
+pub mod streams;

@@ -1,0 +1,150 @@
+//! The manager's metrics, in one registry rendered at `GET /metrics` (Prometheus
+//! text format). Names follow `secmon_<component>_<what>_<unit>`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route pattern (`/api/agents/{id}`), never the raw path, so cardinality
+    /// stays bounded.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_ingested: Counter,
+    /// Rejected events by reason: `malformed`, `oversize`, `version`,
+    /// `subject_mismatch`, `removed_agent`, `replay`.
+    pub events_rejected: Family<ReasonLabel, Counter>,
+    pub events_duplicate: Counter,
+    pub seq_gap_events: Counter,
+    pub seq_late_events: Counter,
+    pub agents_by_status: Family<StatusLabel, Gauge>,
+    /// Messages in the events stream not yet delivered to this manager's consumer.
+    pub consumer_pending: Gauge,
+    /// Messages delivered but not yet acknowledged.
+    pub consumer_ack_pending: Gauge,
+    pub registrations: Counter,
+    pub heartbeats: Counter,
+    /// Control messages (register, heartbeat, shutdown) rejected, by reason.
+    pub control_rejected: Family<ReasonLabel, Counter>,
+    pub commands: Family<ResultLabel, Counter>,
+    pub api_request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("secmon");
+        let m = Self {
+            events_ingested: Counter::default(),
+            events_rejected: Family::default(),
+            events_duplicate: Counter::default(),
+            seq_gap_events: Counter::default(),
+            seq_late_events: Counter::default(),
+            agents_by_status: Family::default(),
+            consumer_pending: Gauge::default(),
+            consumer_ack_pending: Gauge::default(),
+            registrations: Counter::default(),
+            heartbeats: Counter::default(),
+            control_rejected: Family::default(),
+            commands: Family::default(),
+            api_request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            registry: Registry::default(),
+        };
+        registry.register("events_ingested", "Events stored", m.events_ingested.clone());
+        registry.register("events_rejected", "Events refused, by reason", m.events_rejected.clone());
+        registry.register(
+            "events_duplicate",
+            "Redelivered events already stored",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "seq_gap_events",
+            "Events missing from per-agent sequences when a gap opened",
+            m.seq_gap_events.clone(),
+        );
+        registry.register(
+            "seq_late_events",
+            "Events that arrived late and filled a sequence gap",
+            m.seq_late_events.clone(),
+        );
+        registry.register("agents", "Agents by status", m.agents_by_status.clone());
+        registry.register(
+            "consumer_pending_messages",
+            "Events in the stream not yet delivered to the manager consumer (lag)",
+            m.consumer_pending.clone(),
+        );
+        registry.register(
+            "consumer_ack_pending_messages",
+            "Events delivered but not yet acknowledged",
+            m.consumer_ack_pending.clone(),
+        );
+        registry.register("registrations", "Agent registrations handled", m.registrations.clone());
+        registry.register("heartbeats", "Agent heartbeats handled", m.heartbeats.clone());
+        registry.register(
+            "control_rejected",
+            "Register/heartbeat/shutdown messages refused, by reason",
+            m.control_rejected.clone(),
+        );
+        registry.register("commands", "Agent commands sent through the API, by result", m.commands.clone());
+        registry.register(
+            "api_request_duration_seconds",
+            "API request latency",
+            m.api_request_duration.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.events_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    pub fn reject_control(&self, reason: &str) {
+        self.control_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// Rejections counted so far for `reason` (for tests and `status`).
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.events_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).get()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding to a String cannot fail");
+        out
+    }
+}

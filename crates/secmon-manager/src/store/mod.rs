@@ -1,0 +1,237 @@
+//! The manager's storage interface. Everything the manager keeps goes through
+//! [`Store`]; SQLite ([`sqlite`]) is the embedded backend, and a second backend
+//! (PostgreSQL, for several managers) is an addition behind the same trait.
+//!
+//! Invariant: no other module opens a database or writes SQL.
+
+use chrono::{DateTime, Utc};
+use secmon_proto::{AgentId, AgentStatus, Envelope, EventClass, HostFacts, Severity};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration {version} failed: {reason}")]
+    Migration { version: u32, reason: String },
+    #[error(
+        "database schema version {found} is newer than this manager supports ({supported}); upgrade the manager"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("not found")]
+    NotFound,
+}
+
+/// One page of a list query.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Rows matching the filters, over all pages.
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// An agent as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentRecord {
+    #[schema(value_type = String)]
+    pub id: AgentId,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub status: AgentStatus,
+    /// Reason for the last status change.
+    pub status_reason: String,
+    pub status_changed_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub host: HostFacts,
+    pub agent_version: String,
+    pub sensors: Vec<String>,
+    pub config_digest: String,
+    pub heartbeat_interval_ms: u64,
+    /// First registration.
+    pub registered_at: DateTime<Utc>,
+    /// Last registration, heartbeat or shutdown notice.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Sequence tracking of the agent's events.
+    pub seq: SeqState,
+}
+
+/// Per-agent event sequence tracking: the highest sequence number seen, the ranges
+/// still missing below it (bounded), and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeqState {
+    pub last_seq: u64,
+    /// Missing ranges `[from, to]` below `last_seq`, oldest first; bounded in length.
+    pub missing: Vec<(u64, u64)>,
+    /// Events skipped over (sum of gap sizes ever opened).
+    pub gap_events: u64,
+    /// Events that arrived late and filled a gap.
+    pub late_events: u64,
+    /// Events whose sequence number had already been seen (dropped).
+    pub replays: u64,
+}
+
+/// A stored status transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatusChange {
+    #[schema(value_type = String)]
+    pub agent_id: AgentId,
+    #[schema(value_type = Option<String>)]
+    pub from: Option<AgentStatus>,
+    #[schema(value_type = String)]
+    pub to: AgentStatus,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// An event as stored: the envelope plus when the manager received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoredEvent {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub envelope: Envelope,
+    pub received: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Open,
+    Acknowledged,
+    Closed,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Closed => "closed",
+        }
+    }
+}
+
+impl std::str::FromStr for AlertStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(Self::Open),
+            "acknowledged" => Ok(Self::Acknowledged),
+            "closed" => Ok(Self::Closed),
+            _ => Err(format!("unknown alert status {s:?}: expected open, acknowledged or closed")),
+        }
+    }
+}
+
+/// An alert raised by a detection rule (rules arrive with the detection issue; the
+/// table, API and filters are real now).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertRecord {
+    pub id: Uuid,
+    pub rule_id: String,
+    pub title: String,
+    #[schema(value_type = String)]
+    pub severity: Severity,
+    #[schema(value_type = Option<String>)]
+    pub agent_id: Option<AgentId>,
+    pub status: AlertStatus,
+    pub tags: Vec<String>,
+    /// Ids of the triggering events.
+    pub event_ids: Vec<Uuid>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentSortField {
+    #[default]
+    Name,
+    Status,
+    LastSeen,
+    RegisteredAt,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentQuery {
+    pub status: Option<AgentStatus>,
+    /// Exact name.
+    pub name: Option<String>,
+    /// Case-insensitive substring of id, name, hostname or an IP address.
+    pub q: Option<String>,
+    pub sort: AgentSortField,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub agent: Option<AgentId>,
+    pub class: Option<EventClass>,
+    /// Event time, inclusive.
+    pub since: Option<DateTime<Utc>>,
+    /// Event time, exclusive.
+    pub until: Option<DateTime<Utc>>,
+    /// Oldest first (for following); newest first otherwise.
+    pub ascending: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub min_severity: Option<Severity>,
+    pub agent: Option<AgentId>,
+    pub status: Option<AlertStatus>,
+    pub rule: Option<String>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// What happened to a batch of events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    pub inserted: u64,
+    /// Events whose id was already stored (a redelivery): not stored again.
+    pub duplicates: u64,
+}
+
+/// The storage interface. Methods are async so a networked backend fits; the SQLite
+/// backend runs its work on blocking threads.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap liveness check for `/api/health`.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// Every agent, for rebuilding the in-memory registry at start.
+    async fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError>;
+    async fn list_agents(&self, q: &AgentQuery) -> Result<Page<AgentRecord>, StoreError>;
+    /// Writes the agent's record and, in the same transaction, the transitions.
+    async fn save_agent(&self, agent: &AgentRecord, transitions: &[StatusChange]) -> Result<(), StoreError>;
+    /// Most recent transitions first.
+    async fn status_history(&self, id: &AgentId, limit: u64) -> Result<Vec<StatusChange>, StoreError>;
+
+    /// Stores a batch in one transaction, ignoring ids already stored, and writes
+    /// the agents' updated sequence state in the same transaction.
+    async fn insert_events(
+        &self,
+        events: &[StoredEvent],
+        seq: &[(AgentId, SeqState)],
+    ) -> Result<InsertOutcome, StoreError>;
+    async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>, StoreError>;
+    async fn count_events(&self) -> Result<u64, StoreError>;
+
+    async fn insert_alert(&self, alert: &AlertRecord) -> Result<(), StoreError>;
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRecord>, StoreError>;
+}
