@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 
 mod api_client;
 mod bench;
+mod child_proc;
 mod fleet;
+mod http;
+mod nats_child;
 mod output;
 mod up;
 

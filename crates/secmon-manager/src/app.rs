@@ -1,1 +1,188 @@
-//! (being written)
+//! Wires the manager together: storage, NATS, streams, registry, ingest and the
+//! REST API, and takes them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use secmon_proto::Subjects;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiContext, router};
+use crate::config::ManagerConfig;
+use crate::ingest::{self, IngestContext, IngestSettings};
+use crate::metrics::Metrics;
+use crate::registry::{self, RegistryConfig, RegistryHandle};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::streams::{self, EventStreamLimits};
+
+/// How long shutdown waits for each task before leaving it behind.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The manager service.
+pub struct Manager;
+
+/// A running manager. Dropping it stops the tasks without waiting; call
+/// [`ManagerHandle::shutdown`] to stop cleanly.
+pub struct ManagerHandle {
+    api_addr: SocketAddr,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    registry: RegistryHandle,
+    nats: async_nats::Client,
+    started_at: DateTime<Utc>,
+    stop: CancellationToken,
+    /// In stop order: API first (no new commands), then ingest and the registry.
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Manager {
+    /// Opens storage, connects to NATS (failing at once when it is unreachable),
+    /// creates or checks the streams, and starts the registry, ingest and the API.
+    pub async fn start(cfg: ManagerConfig) -> anyhow::Result<ManagerHandle> {
+        let started_at = Utc::now();
+        let data_dir = &cfg.storage.data_dir;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data_dir).with_context(|| {
+            format!("cannot open storage in {} ([storage] data_dir)", data_dir.display())
+        })?);
+        let listen = cfg.api_listen();
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen} ([api] listen): is another manager running?")
+        })?;
+        let api_addr = listener.local_addr().context("API listener address")?;
+
+        let nats = secmon_nats::connect(&cfg.nats, "secmon-manager", None, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; start nats-server or set [nats] url"))?;
+        let subjects = Subjects::new(cfg.nats.subject_prefix.clone());
+        let js = async_nats::jetstream::new(nats.clone());
+        let limits = EventStreamLimits {
+            max_age: cfg.ingest.max_age,
+            max_bytes: cfg.ingest.max_bytes,
+            duplicate_window: cfg.ingest.duplicate_window,
+        };
+        streams::ensure_streams(&js, &subjects, &limits).await?;
+
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        // Stops what already runs if a later step fails.
+        let started = stop.clone().drop_guard();
+        let (registry, registry_task) = registry::start(
+            nats.clone(),
+            subjects.clone(),
+            store.clone(),
+            metrics.clone(),
+            RegistryConfig {
+                heartbeat_timeout: cfg.agents.heartbeat_timeout,
+                check_interval: cfg.agents.check_interval,
+            },
+            started_at,
+            stop.child_token(),
+        )
+        .await?;
+        let ingest_tasks = ingest::start(
+            IngestContext {
+                js,
+                subjects: subjects.clone(),
+                store: store.clone(),
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+                settings: IngestSettings {
+                    consumer: cfg.ingest.consumer.clone(),
+                    batch_size: cfg.ingest.batch_size,
+                    max_event_bytes: cfg.ingest.max_event_bytes,
+                },
+            },
+            stop.child_token(),
+        )
+        .await?;
+
+        let ctx = Arc::new(ApiContext {
+            store: store.clone(),
+            registry: registry.clone(),
+            nats: nats.clone(),
+            subjects,
+            metrics: metrics.clone(),
+            started_at,
+            command_timeout: cfg.api.command_timeout,
+        });
+        let api_stop = stop.child_token();
+        let api = tokio::spawn(async move {
+            let served =
+                axum::serve(listener, router(ctx)).with_graceful_shutdown(api_stop.cancelled_owned()).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+        tracing::info!(api = %api_addr, data_dir = %data_dir.display(), nats = %cfg.nats.url, "manager started");
+        started.disarm();
+        Ok(ManagerHandle {
+            api_addr,
+            store,
+            metrics,
+            registry,
+            nats,
+            started_at,
+            stop,
+            tasks: vec![
+                ("api", api),
+                ("ingest", ingest_tasks.ingest),
+                ("lag monitor", ingest_tasks.lag),
+                ("registry", registry_task),
+            ],
+        })
+    }
+}
+
+impl ManagerHandle {
+    /// Where the REST API listens (the real port when `[api] listen` used port 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn registry(&self) -> RegistryHandle {
+        self.registry.clone()
+    }
+
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+
+    /// Stops the API, lets ingest store and acknowledge the pull request in flight,
+    /// flushes the registry, then closes storage.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        for (name, task) in std::mem::take(&mut self.tasks) {
+            match tokio::time::timeout(TASK_STOP_TIMEOUT, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = name, error = %e, "task failed"),
+                Err(_) => tracing::warn!(task = name, "task did not stop in time"),
+            }
+        }
+        if let Err(e) = self.nats.flush().await {
+            tracing::debug!(error = %e, "cannot flush NATS on shutdown");
+        }
+        if let Err(e) = self.store.close().await {
+            tracing::warn!(error = %e, "cannot close storage cleanly");
+        }
+        tracing::info!("manager stopped");
+    }
+}
+
+impl Drop for ManagerHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

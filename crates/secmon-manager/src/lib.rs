@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod lifecycle;
+pub mod log_limit;
 pub mod metrics;
 pub mod registry;
 pub mod seq;

@@ -55,6 +55,13 @@ pub struct Metrics {
     /// Control messages (register, heartbeat, shutdown) rejected, by reason.
     pub control_rejected: Family<ReasonLabel, Counter>,
     pub commands: Family<ResultLabel, Counter>,
+    /// Registry writes to storage that failed (kept in memory and retried).
+    pub registry_store_errors: Counter,
+    /// Status transitions not stored because too many piled up for one agent while
+    /// storage was failing.
+    pub status_changes_dropped: Counter,
+    /// Event batches whose commit failed (retried, not acknowledged meanwhile).
+    pub ingest_store_errors: Counter,
     pub api_request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -80,6 +87,9 @@ impl Metrics {
             heartbeats: Counter::default(),
             control_rejected: Family::default(),
             commands: Family::default(),
+            registry_store_errors: Counter::default(),
+            status_changes_dropped: Counter::default(),
+            ingest_store_errors: Counter::default(),
             api_request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             registry: Registry::default(),
         };
@@ -120,6 +130,21 @@ impl Metrics {
         );
         registry.register("commands", "Agent commands sent through the API, by result", m.commands.clone());
         registry.register(
+            "registry_store_errors",
+            "Registry writes to storage that failed and are retried",
+            m.registry_store_errors.clone(),
+        );
+        registry.register(
+            "status_changes_dropped",
+            "Status transitions not stored because storage failed for too long",
+            m.status_changes_dropped.clone(),
+        );
+        registry.register(
+            "ingest_store_errors",
+            "Event batch commits that failed and are retried",
+            m.ingest_store_errors.clone(),
+        );
+        registry.register(
             "api_request_duration_seconds",
             "API request latency",
             m.api_request_duration.clone(),
@@ -138,6 +163,16 @@ impl Metrics {
     /// Rejections counted so far for `reason` (for tests and `status`).
     pub fn rejected(&self, reason: &str) -> u64 {
         self.events_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).get()
+    }
+
+    /// Control-message rejections counted so far for `reason` (for tests and `status`).
+    pub fn control_rejections(&self, reason: &str) -> u64 {
+        self.control_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).get()
+    }
+
+    /// Current `agents{status=...}` gauge.
+    pub fn agents_with_status(&self, status: &str) -> i64 {
+        self.agents_by_status.get_or_create(&StatusLabel { status: status.to_owned() }).get()
     }
 
     /// Prometheus text exposition.

@@ -1,9 +1,12 @@
 //! The NATS connection every secmon daemon uses: the `[nats]` config section and a
-//! connect function with unbounded reconnects, exponential backoff and full jitter.
+//! connect function with unbounded reconnects, exponential backoff and full jitter
+//! (plus `connect_once`, for a caller that makes a new client per connection).
 //!
 //! Invariant: the only place that builds `async_nats::ConnectOptions`, so reconnect
 //! behaviour (and, later, TLS and credentials) is the same in every daemon.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -100,14 +103,63 @@ pub async fn connect(
     inbox_prefix: Option<String>,
     retry_initial: bool,
 ) -> Result<async_nats::Client, ConnectError> {
+    let mut opts =
+        options(async_nats::ConnectOptions::new(), cfg, client_name, inbox_prefix).max_reconnects(None);
+    if retry_initial {
+        opts = opts.retry_on_initial_connect();
+    }
+    opts.connect(cfg.url.as_str())
+        .await
+        .map_err(|source| ConnectError::Connect { url: cfg.url.clone(), source })
+}
+
+/// Connects once and never reconnects: at the first disconnect the client stops for
+/// good, and whatever was still queued in it is dropped instead of being sent on a
+/// later connection. For callers that must know which connection carried which
+/// message (the agent's ordered event publisher); they own the retry loop (with
+/// [`backoff`]) and make a new client per connection.
+///
+/// async-nats has no "never reconnect" setting (`max_reconnects(0)` means
+/// unlimited), so the client gets one reconnect attempt, which its auth callback
+/// refuses; its task then ends. (When credentials arrive, that callback must supply
+/// them on the first connection.)
+pub async fn connect_once(
+    cfg: &NatsConfig,
+    client_name: &str,
+    inbox_prefix: Option<String>,
+) -> Result<async_nats::Client, ConnectError> {
+    let connected = Arc::new(AtomicBool::new(false));
+    let only_once = async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
+        let again = connected.swap(true, Ordering::SeqCst);
+        async move {
+            if again {
+                Err(async_nats::AuthError::new("connect_once client: not reconnecting"))
+            } else {
+                Ok(async_nats::Auth::new())
+            }
+        }
+    });
+    options(only_once, cfg, client_name, inbox_prefix)
+        .max_reconnects(1)
+        .connect(cfg.url.as_str())
+        .await
+        .map_err(|source| ConnectError::Connect { url: cfg.url.clone(), source })
+}
+
+/// The options every secmon client shares: name, timeouts, backoff, logging.
+fn options(
+    base_opts: async_nats::ConnectOptions,
+    cfg: &NatsConfig,
+    client_name: &str,
+    inbox_prefix: Option<String>,
+) -> async_nats::ConnectOptions {
     let base = cfg.reconnect_base_delay;
     let max = cfg.reconnect_max_delay;
     let name = client_name.to_owned();
-    let mut opts = async_nats::ConnectOptions::new()
+    let mut opts = base_opts
         .name(client_name)
         .connection_timeout(cfg.connect_timeout)
         .request_timeout(Some(cfg.request_timeout))
-        .max_reconnects(None)
         .reconnect_delay_callback(move |attempt| backoff(attempt, base, max))
         .event_callback(move |event| {
             let name = name.clone();
@@ -124,12 +176,7 @@ pub async fn connect(
     if let Some(p) = inbox_prefix {
         opts = opts.custom_inbox_prefix(p);
     }
-    if retry_initial {
-        opts = opts.retry_on_initial_connect();
-    }
-    opts.connect(cfg.url.as_str())
-        .await
-        .map_err(|source| ConnectError::Connect { url: cfg.url.clone(), source })
+    opts
 }
 
 #[cfg(test)]

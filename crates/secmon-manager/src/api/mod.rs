@@ -1,14 +1,35 @@
 //! REST API (axum): health, agents, events, alerts, commands, OpenAPI and metrics.
+//!
+//! Invariants: every response to bad input is a 4xx with the JSON error shape of
+//! [`error::ApiError`] (never a 500); query parameters an endpoint does not
+//! declare are refused ([`params`]); the OpenAPI document is generated from the
+//! handlers, so it cannot drift from them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
 use chrono::{DateTime, Utc};
 use secmon_proto::Subjects;
+use utoipa::OpenApi;
 
 use crate::metrics::Metrics;
 use crate::registry::RegistryHandle;
 use crate::store::Store;
+
+pub mod agents;
+pub mod alerts;
+pub mod commands;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod metrics_route;
+pub mod params;
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Everything the API handlers need; built by [`crate::app`].
 pub struct ApiContext {
@@ -22,8 +43,93 @@ pub struct ApiContext {
     pub command_timeout: Duration,
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "secmon manager API", description = "Fleet registry, events, alerts and agent commands."),
+    paths(
+        health::health,
+        agents::list_agents,
+        agents::get_agent,
+        agents::remove_agent,
+        commands::send_command,
+        events::list_events,
+        alerts::list_alerts,
+        metrics_route::metrics,
+        openapi_json,
+    ),
+    tags(
+        (name = "health"), (name = "agents"), (name = "events"), (name = "alerts"), (name = "metrics"),
+        (name = "meta")
+    )
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(
+    get, path = "/api/openapi.json", tag = "meta",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object))
+)]
+async fn openapi_json(uri: axum::http::Uri) -> Result<Json<utoipa::openapi::OpenApi>, error::ApiError> {
+    let _: params::NoParams = params::query(&uri)?;
+    Ok(Json(ApiDoc::openapi()))
+}
+
 /// The API router. `crate::app` serves it on `[api] listen`.
 pub fn router(ctx: Arc<ApiContext>) -> axum::Router {
-    let _ = ctx;
     axum::Router::new()
+        .route("/api/health", get(health::health))
+        .route("/api/agents", get(agents::list_agents))
+        .route("/api/agents/{id}", get(agents::get_agent).delete(agents::remove_agent))
+        .route("/api/agents/{id}/command", axum::routing::post(commands::send_command))
+        .route("/api/events", get(events::list_events))
+        .route("/api/alerts", get(alerts::list_alerts))
+        .route("/api/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics_route::metrics))
+        .fallback(error::not_found_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics_route::record_latency))
+        .with_state(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_lists_every_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for p in [
+            "/api/health",
+            "/api/agents",
+            "/api/agents/{id}",
+            "/api/agents/{id}/command",
+            "/api/events",
+            "/api/alerts",
+            "/api/openapi.json",
+            "/metrics",
+        ] {
+            assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+        }
+        let params: Vec<&str> = doc["paths"]["/api/agents"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(params, ["status", "name", "q", "sort", "offset", "limit"]);
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for s in [
+            "AgentRecord",
+            "AgentDetails",
+            "StatusChange",
+            "ErrorBody",
+            "Health",
+            "CommandBody",
+            "CommandReply",
+        ] {
+            assert!(schemas.contains_key(s), "schema {s} missing: {:?}", schemas.keys().collect::<Vec<_>>());
+        }
+    }
 }

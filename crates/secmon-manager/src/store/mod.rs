@@ -76,6 +76,9 @@ pub struct SeqState {
     pub late_events: u64,
     /// Events whose sequence number had already been seen (dropped).
     pub replays: u64,
+    /// Missing ranges dropped from `missing` to keep it bounded.
+    #[serde(default)]
+    pub given_up_ranges: u64,
 }
 
 /// A stored status transition.
@@ -188,7 +191,9 @@ pub struct EventQuery {
 
 #[derive(Debug, Clone, Default)]
 pub struct AlertQuery {
+    /// Alert `last_seen`, inclusive.
     pub since: Option<DateTime<Utc>>,
+    /// Alert `last_seen`, exclusive.
     pub until: Option<DateTime<Utc>>,
     pub min_severity: Option<Severity>,
     pub agent: Option<AgentId>,
@@ -218,7 +223,21 @@ pub trait Store: Send + Sync + 'static {
     async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError>;
     async fn list_agents(&self, q: &AgentQuery) -> Result<Page<AgentRecord>, StoreError>;
     /// Writes the agent's record and, in the same transaction, the transitions.
+    /// The record's `seq` is not written: ingest owns it ([`Store::insert_events`]).
     async fn save_agent(&self, agent: &AgentRecord, transitions: &[StatusChange]) -> Result<(), StoreError>;
+    /// [`Store::save_agent`] for many agents in one transaction (heartbeat timeouts
+    /// of a whole rack, periodic `last_seen` flushes).
+    async fn save_agents(&self, batch: &[(AgentRecord, Vec<StatusChange>)]) -> Result<(), StoreError> {
+        for (agent, transitions) in batch {
+            self.save_agent(agent, transitions).await?;
+        }
+        Ok(())
+    }
+    /// Sequence state of every agent that has events (registered or not), for
+    /// ingest to resume where it stopped.
+    async fn load_seq_states(&self) -> Result<Vec<(AgentId, SeqState)>, StoreError> {
+        Ok(self.load_agents().await?.into_iter().map(|a| (a.id, a.seq)).collect())
+    }
     /// Most recent transitions first.
     async fn status_history(&self, id: &AgentId, limit: u64) -> Result<Vec<StatusChange>, StoreError>;
 
@@ -232,6 +251,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>, StoreError>;
     async fn count_events(&self) -> Result<u64, StoreError>;
 
+    /// Stores an alert; an alert with the same id is replaced (count, last_seen,
+    /// status move on as a rule aggregates).
     async fn insert_alert(&self, alert: &AlertRecord) -> Result<(), StoreError>;
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRecord>, StoreError>;
+
+    /// Flushes and releases what can be released before the process exits.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
