@@ -12,7 +12,7 @@
 //! On stop, the pull request in flight is finished (at most [`PULL_EXPIRY`]) and
 //! what it delivered is stored and acknowledged, so no event waits for `ack_wait`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use secmon_proto::{AgentId, AgentSubject, EVENTS_STREAM, Envelope, Subjects};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::log_limit::{LogLimiter, clip};
 use crate::metrics::Metrics;
@@ -246,8 +247,16 @@ struct Checker {
     /// Sequence state of every agent seen: as committed, plus the batches on their
     /// way (commits are retried until they succeed, so the two cannot diverge).
     seq: HashMap<AgentId, SeqState>,
+    /// Ids of the last few batches, which may still be on their way to storage, so
+    /// a redelivered event is told from a replay without waiting for the commit.
+    recent: VecDeque<HashSet<Uuid>>,
+    store: Arc<dyn Store>,
     warn: LogLimiter,
 }
+
+/// Batches whose ids [`Checker::recent`] keeps: the one being checked, the one in
+/// the channel and the one being committed, plus one spare.
+const RECENT_BATCHES: usize = 4;
 
 /// Stores batches, then acknowledges them.
 struct Committer {
@@ -281,6 +290,8 @@ async fn run(ctx: IngestContext, fetcher: Fetcher, seq: HashMap<AgentId, SeqStat
         metrics: ctx.metrics,
         max_event_bytes: ctx.settings.max_event_bytes,
         seq,
+        recent: VecDeque::with_capacity(RECENT_BATCHES),
+        store: ctx.store.clone(),
         warn: LogLimiter::new(Duration::from_secs(10)),
     };
     while let Some(first) = msg_rx.recv().await {
@@ -292,7 +303,7 @@ async fn run(ctx: IngestContext, fetcher: Fetcher, seq: HashMap<AgentId, SeqStat
                 Err(_) => break,
             }
         }
-        if batch_tx.send(checker.prepare(msgs)).await.is_err() {
+        if batch_tx.send(checker.prepare(msgs).await).await.is_err() {
             break;
         }
     }
@@ -306,12 +317,15 @@ async fn run(ctx: IngestContext, fetcher: Fetcher, seq: HashMap<AgentId, SeqStat
 }
 
 impl Checker {
-    fn prepare(&mut self, msgs: Vec<jetstream::Message>) -> Prepared {
+    async fn prepare(&mut self, msgs: Vec<jetstream::Message>) -> Prepared {
         let received = Utc::now();
         let mut events = Vec::with_capacity(msgs.len());
         let mut verdicts = Vec::with_capacity(msgs.len());
         let mut touched: HashSet<AgentId> = HashSet::new();
-        let mut redelivered_replays = 0u64;
+        let mut batch_ids = HashSet::with_capacity(msgs.len());
+        // Events whose sequence number was seen already: a replay, or the same event
+        // delivered again (a lost ack, or consumer state a crashed server forgot).
+        let mut seen_seq = Vec::new();
         for m in &msgs {
             match self.check(m) {
                 Ok(env) => {
@@ -326,17 +340,10 @@ impl Checker {
                         SeqOutcome::Late => {
                             self.metrics.seq_late_events.inc();
                         }
-                        SeqOutcome::Replay => {
-                            // A redelivery of what was stored before an ack got lost
-                            // is a duplicate; anything else is the agent replaying.
-                            if m.info().map(|i| i.delivered > 1).unwrap_or(false) {
-                                redelivered_replays += 1;
-                            } else {
-                                self.metrics.reject("replay");
-                            }
-                        }
+                        SeqOutcome::Replay => seen_seq.push((env.agent_id.clone(), env.id)),
                     }
                     if outcome.keep() {
+                        batch_ids.insert(env.id);
                         events.push(StoredEvent { envelope: env, received });
                     }
                     verdicts.push(Verdict::Ack);
@@ -347,8 +354,43 @@ impl Checker {
                 }
             }
         }
+        let mut redelivered_replays = 0u64;
+        if !seen_seq.is_empty() {
+            let stored = self.stored_ids(&seen_seq).await;
+            for (agent, id) in &seen_seq {
+                if batch_ids.contains(id) || stored.contains(id) || self.recent.iter().any(|r| r.contains(id))
+                {
+                    // The same event again: a duplicate, not a replay.
+                    redelivered_replays += 1;
+                    if let Some(s) = self.seq.get_mut(agent) {
+                        s.replays = s.replays.saturating_sub(1);
+                    }
+                } else {
+                    self.metrics.reject("replay");
+                }
+            }
+        }
+        if self.recent.len() == RECENT_BATCHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(batch_ids);
         let seq_states = touched.into_iter().map(|id| (id.clone(), self.seq[&id].clone())).collect();
         Prepared { msgs, verdicts, events, seq_states, redelivered_replays }
+    }
+
+    /// Which of these event ids are stored. On a storage error, none are assumed
+    /// stored: a duplicate is then counted as a replay, never stored twice.
+    async fn stored_ids(&self, seen: &[(AgentId, Uuid)]) -> HashSet<Uuid> {
+        let ids: Vec<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+        match self.store.existing_event_ids(&ids).await {
+            Ok(found) => found,
+            Err(e) => {
+                if let Some(suppressed) = self.warn.allow() {
+                    tracing::warn!(error = %e, suppressed, "cannot look up replayed event ids");
+                }
+                HashSet::new()
+            }
+        }
     }
 
     /// Decodes one message and checks it may be stored; the error is the

@@ -129,7 +129,10 @@ async fn events_are_stored_once_across_a_manager_restart() {
     let metrics = m.metrics();
     wait_count(&store, 800).await;
     eventually(WAIT, "consumer drained", || consumer_drained(&js, "secmon-manager")).await;
-    assert_eq!(metrics.rejected("replay"), 50);
+    // The copies carry ids already stored: duplicates, dropped and counted, not
+    // sequence replays (a crashed server can redeliver the same way).
+    assert_eq!(metrics.rejected("replay"), 0);
+    assert!(metrics.events_duplicate.get() >= 50, "duplicates: {}", metrics.events_duplicate.get());
     let ids = stored_ids(&store).await;
     assert_eq!(ids.len(), 800);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 800, "an event stored twice");
@@ -138,7 +141,7 @@ async fn events_are_stored_once_across_a_manager_restart() {
     assert_eq!(metrics.events_ingested.get(), 500, "the second run stored only the new events");
     let seq = store.load_seq_states().await.unwrap();
     assert_eq!(seq.len(), 1);
-    assert_eq!((seq[0].1.last_seq, seq[0].1.gap_events, seq[0].1.replays), (800, 0, 50));
+    assert_eq!((seq[0].1.last_seq, seq[0].1.gap_events, seq[0].1.replays), (800, 0, 0));
     m.shutdown().await;
 }
 

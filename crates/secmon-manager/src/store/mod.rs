@@ -250,6 +250,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<InsertOutcome, StoreError>;
     async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>, StoreError>;
     async fn count_events(&self) -> Result<u64, StoreError>;
+    /// Which of `ids` are stored (tells a redelivered event from a replayed sequence
+    /// number).
+    async fn existing_event_ids(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>, StoreError>;
 
     /// Stores an alert; an alert with the same id is replaced (count, last_seen,
     /// status move on as a rule aggregates).

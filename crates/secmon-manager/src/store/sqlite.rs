@@ -18,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use secmon_proto::AgentId;
 use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 use super::{
     AgentQuery, AgentRecord, AlertQuery, AlertRecord, EventQuery, InsertOutcome, Page, SeqState,
@@ -222,6 +223,11 @@ impl Store for SqliteStore {
 
     async fn count_events(&self) -> Result<u64, StoreError> {
         self.read(events::count_all).await
+    }
+
+    async fn existing_event_ids(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |c| events::existing_ids(c, &ids)).await
     }
 
     async fn insert_alert(&self, alert: &AlertRecord) -> Result<(), StoreError> {

@@ -2,7 +2,10 @@
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params, params_from_iter};
+use std::collections::HashSet;
+
 use secmon_proto::AgentId;
+use uuid::Uuid;
 
 use super::codec::{Filter, from_json, from_nanos, int, json, nanos, uint};
 use crate::store::{EventQuery, InsertOutcome, Page, SeqState, StoreError, StoredEvent};
@@ -113,6 +116,17 @@ pub fn load_seq_states(c: &Connection) -> Result<Vec<(AgentId, SeqState)>, Store
         out.push((id, seq_from_row(r, 1)?.unwrap_or_default()));
     }
     Ok(out)
+}
+
+pub fn existing_ids(c: &Connection, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+    let mut q = c.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
+    let mut found = HashSet::new();
+    for id in ids {
+        if q.exists([&id.as_bytes()[..]])? {
+            found.insert(*id);
+        }
+    }
+    Ok(found)
 }
 
 pub fn count_all(c: &Connection) -> Result<u64, StoreError> {
