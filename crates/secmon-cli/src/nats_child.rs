@@ -136,7 +136,7 @@ fn read_greeting(stream: TcpStream, timeout: Duration) -> Probe {
 /// The `nats-server` binary: `$NATS_SERVER_BIN`, then `$PATH`, then the sbin and
 /// local directories Debian and manual installs use (often not on a user's PATH).
 pub fn find_nats_server() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !is_executable(&p) {
             bail!("NATS_SERVER_BIN={} is not an executable file", p.display());

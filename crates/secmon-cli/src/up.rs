@@ -316,7 +316,7 @@ async fn start(stack: &mut Stack, st: &StackSettings, bins: &Binaries) -> anyhow
     say(format!("secmon is up: API {api}  NATS {}  data {}", redact(&nats_url), st.data_dir.display()));
     let cli_api =
         if st.api_listen.to_string() == "127.0.0.1:8080" { String::new() } else { format!(" --api {api}") };
-    say(format!("try: curl {api}/api/agents   or   secmon agents{cli_api}"));
+    say(format!("try: curl {api}/api/agents   or   {} agents{cli_api}", cli_name()));
     say("local development mode: NATS and the API are unauthenticated; keep them on this machine");
     say("Ctrl-C stops everything");
     Ok(())
@@ -394,6 +394,19 @@ async fn start_own_nats(
     say(format!("nats-server is ready at {} (pid {})", child.url, child.proc.pid()));
     stack.nats = Some(child.proc);
     Ok(child.url)
+}
+
+/// How to call this CLI from the user's shell: `secmon` when it is on PATH, else
+/// its path (relative to the working directory when under it, as after a build).
+fn cli_name() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "secmon".into() };
+    let on_path =
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("secmon") == exe));
+    if on_path {
+        return "secmon".into();
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    exe.strip_prefix(&cwd).map(|p| p.display().to_string()).unwrap_or_else(|_| exe.display().to_string())
 }
 
 /// NATS URLs may carry credentials; never print them.

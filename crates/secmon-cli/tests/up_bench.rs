@@ -33,7 +33,8 @@ fn bench_command_round_trips_all_come_back() {
     let r = bench(&["command", "--agents", "3", "--count", "60", "--concurrency", "4"]);
     assert_eq!(r["sequential"]["count"], 60, "{r:#}");
     assert_eq!(r["concurrent"]["count"], 60, "{r:#}");
-    let (p50, max) = (r["sequential"]["p50_ms"].as_f64().unwrap(), r["sequential"]["max_ms"].as_f64().unwrap());
+    let (p50, max) =
+        (r["sequential"]["p50_ms"].as_f64().unwrap(), r["sequential"]["max_ms"].as_f64().unwrap());
     assert!(0.0 < p50 && p50 <= max, "{r:#}");
 }
 
