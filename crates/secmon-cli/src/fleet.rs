@@ -338,10 +338,10 @@ pub fn events(a: EventsArgs, g: &Global) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Events arriving this much later than newer ones (other agents, batching) are
-/// still caught by `--follow`: each poll looks back this far and skips ids it has
-/// printed. Events later than that (an agent's spool replayed after an outage) are
-/// only visible to a plain `secmon events`.
+/// `--follow` reads by arrival time at the manager (`received_since`), so events
+/// whose own time is long past (an agent's spool sent after an outage) still show.
+/// Each poll looks back this far (batches stored out of order by two managers, clock
+/// steps) and skips ids it has printed.
 const FOLLOW_OVERLAP: chrono::Duration = chrono::Duration::seconds(5);
 const FOLLOW_PAGE: u64 = 500;
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -349,7 +349,7 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Fixed column widths for `--follow`, whose rows arrive one by one.
 const FOLLOW_WIDTHS: [usize; 6] = [19, 36, 7, 12, 8, 8];
 
-/// Event ids already printed by `--follow`, with their event time.
+/// Event ids already printed by `--follow`, with their arrival time.
 #[derive(Default)]
 struct Seen {
     ids: HashMap<String, DateTime<Utc>>,
@@ -359,7 +359,7 @@ struct Seen {
 impl Seen {
     /// True the first time an event is offered.
     fn fresh(&mut self, e: &Value) -> bool {
-        let t = e["time"]
+        let t = e["received"]
             .as_str()
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
@@ -378,8 +378,8 @@ impl Seen {
     }
 }
 
-/// Prints each event once, oldest first, polling the API every second with
-/// `since` = newest seen and `order=asc`, until interrupted.
+/// Prints each event once, in arrival order, polling the API every second with
+/// `received_since` = newest arrival seen and `order=asc`, until interrupted.
 fn follow(api: &ApiClient, a: EventsArgs, g: &Global) -> anyhow::Result<()> {
     let emit = |e: &Value| {
         if g.json {
@@ -388,11 +388,12 @@ fn follow(api: &ApiClient, a: EventsArgs, g: &Global) -> anyhow::Result<()> {
             print(&output::fixed_row(&event_row(e), &FOLLOW_WIDTHS));
         }
     };
-    let query = |since: Option<String>, order: &str, offset: u64, limit: u64| {
+    let query = |received: Option<String>, order: &str, offset: u64, limit: u64| {
         vec![
             ("agent", a.agent.clone()),
             ("class", a.class.clone()),
-            ("since", since),
+            ("since", a.since.clone()),
+            ("received_since", received),
             ("order", Some(order.to_owned())),
             ("offset", Some(offset.to_string())),
             ("limit", Some(limit.to_string())),
@@ -403,8 +404,7 @@ fn follow(api: &ApiClient, a: EventsArgs, g: &Global) -> anyhow::Result<()> {
         let headers: Vec<String> = EVENT_HEADERS.iter().map(|h| h.to_string()).collect();
         print(&output::fixed_row(&headers, &FOLLOW_WIDTHS));
     }
-    let mut cursor: Option<String> = a.since.clone();
-    if cursor.is_none() {
+    if a.since.is_none() {
         // Like `tail -f`: the last few events first.
         let page = api.get("/api/events", &query(None, "desc", 0, a.limit.unwrap_or(10)))?;
         for e in items(&page).iter().rev() {
@@ -415,9 +415,7 @@ fn follow(api: &ApiClient, a: EventsArgs, g: &Global) -> anyhow::Result<()> {
     }
     let mut failing = false;
     loop {
-        if let Some(n) = seen.newest {
-            cursor = Some((n - FOLLOW_OVERLAP).to_rfc3339_opts(SecondsFormat::AutoSi, true));
-        }
+        let cursor = seen.newest.map(|n| (n - FOLLOW_OVERLAP).to_rfc3339_opts(SecondsFormat::AutoSi, true));
         let mut offset = 0;
         let polled: anyhow::Result<()> = loop {
             let page = match api.get("/api/events", &query(cursor.clone(), "asc", offset, FOLLOW_PAGE)) {

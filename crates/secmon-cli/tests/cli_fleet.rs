@@ -206,6 +206,12 @@ fn events_list_and_follow() {
             (Some(e.id.to_string().as_str()), Some("process"))
         );
     }
+    // An event whose own time is an hour old (an agent's spool sent after an
+    // outage) still shows: follow reads by arrival at the manager.
+    let mut late = event("web-01", 6, EventClass::File);
+    late.time -= chrono::Duration::hours(1);
+    s.publish_events(std::slice::from_ref(&late), 6);
+    assert_eq!(next()["id"], late.id.to_string(), "a late-arriving event is followed");
     // Two more polls (one per second) must not repeat anything.
     assert!(rx.recv_timeout(Duration::from_millis(2500)).is_err(), "an event was printed twice");
     child.kill();

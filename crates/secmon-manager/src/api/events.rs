@@ -26,6 +26,9 @@ pub struct EventListParams {
     since: Option<String>,
     /// Event time before: RFC 3339, or an age.
     until: Option<String>,
+    /// Arrival time at the manager at or after: RFC 3339, or an age. Orders the
+    /// results by arrival (the cursor for following).
+    received_since: Option<String>,
     /// `desc` (newest first, default) or `asc` (oldest first, for following).
     order: Option<String>,
     /// Rows to skip (at most 1000000).
@@ -61,6 +64,7 @@ pub async fn list_events(
         class: params::choice::<EventClass>("class", p.class.as_deref())?,
         since,
         until,
+        received_since: params::time("received_since", p.received_since.as_deref(), now)?,
         ascending: params::order(p.order.as_deref())?,
         offset,
         limit,

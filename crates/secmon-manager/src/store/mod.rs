@@ -183,6 +183,9 @@ pub struct EventQuery {
     pub since: Option<DateTime<Utc>>,
     /// Event time, exclusive.
     pub until: Option<DateTime<Utc>>,
+    /// Arrival time at the manager, inclusive. When set, results are ordered by
+    /// arrival instead of event time: the cursor `secmon events --follow` uses.
+    pub received_since: Option<DateTime<Utc>>,
     /// Oldest first (for following); newest first otherwise.
     pub ascending: bool,
     pub offset: u64,

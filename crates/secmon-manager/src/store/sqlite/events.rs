@@ -148,6 +148,9 @@ pub fn list(c: &Connection, q: &EventQuery) -> Result<Page<StoredEvent>, StoreEr
     if let Some(t) = &q.until {
         f.and("time_ns < ?", [Value::Integer(nanos(t))]);
     }
+    if let Some(t) = &q.received_since {
+        f.and("received_ns >= ?", [Value::Integer(nanos(t))]);
+    }
     let where_sql = f.sql();
     let total = if f.is_empty() {
         count_all(c)?
@@ -160,8 +163,9 @@ pub fn list(c: &Connection, q: &EventQuery) -> Result<Page<StoredEvent>, StoreEr
         uint(n)
     };
     let dir = if q.ascending { "ASC" } else { "DESC" };
+    let key = if q.received_since.is_some() { "received_ns" } else { "time_ns" };
     let sql = format!(
-        "SELECT body, received_ns FROM events{where_sql} ORDER BY time_ns {dir}, rowid {dir} LIMIT ? OFFSET ?"
+        "SELECT body, received_ns FROM events{where_sql} ORDER BY {key} {dir}, rowid {dir} LIMIT ? OFFSET ?"
     );
     let mut params = f.params.clone();
     params.push(Value::Integer(int(q.limit)));

@@ -282,6 +282,23 @@ async fn event_list_filters_orders_and_pages() {
 }
 
 #[tokio::test]
+async fn received_since_filters_and_orders_by_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    // Seq 1 happened first but arrives last (a spool sent after an outage).
+    let mut early = event("a1", 1, EventClass::File, t(10));
+    early.received = t(2000);
+    let mut recent = event("a1", 2, EventClass::File, t(500));
+    recent.received = t(1500);
+    let old = event("a1", 3, EventClass::File, t(600)); // received t(1000)
+    s.insert_events(&[early, recent, old], &[]).await.unwrap();
+    let q = EventQuery { received_since: Some(t(1500)), ascending: true, limit: 10, ..Default::default() };
+    let p = s.list_events(&q).await.unwrap();
+    let seqs: Vec<u64> = p.items.iter().map(|e| e.envelope.seq).collect();
+    assert_eq!((seqs, p.total), (vec![2, 1], 2), "arrival order, arrivals before t(1500) left out");
+}
+
+#[tokio::test]
 async fn seq_state_of_unregistered_agents_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path()).unwrap();
