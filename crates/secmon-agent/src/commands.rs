@@ -15,7 +15,7 @@ use crate::Shared;
 use crate::uplink::{Conns, sleep_or_stop, wait_conn};
 
 /// The commands this agent answers, in the order `unknown_command` lists them.
-pub const KNOWN_COMMANDS: &[&str] = &["ping", "status", "reload-config"];
+pub const KNOWN_COMMANDS: &[&str] = &["ping", "status", "reload-config", "register"];
 
 /// Serves commands until `stop` fires, subscribing again on every connection.
 /// Commands are handled one at a time: they are rare, and a reload must not race
@@ -73,6 +73,11 @@ pub(crate) async fn handle(shared: &Shared, payload: &[u8]) -> CommandReply {
     match req.command.as_str() {
         "ping" => CommandReply::success(req.id, id, json!({"pong": true, "time": Utc::now()})),
         "status" => CommandReply::success(req.id, id, shared.status()),
+        // A manager that does not know us (its database was lost) asks for this.
+        "register" => {
+            shared.reregister.notify_one();
+            CommandReply::success(req.id, id, json!({"registering": true}))
+        }
         "reload-config" => match shared.reload().await {
             Ok(outcome) => CommandReply::success(
                 req.id,

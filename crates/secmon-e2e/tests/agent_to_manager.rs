@@ -174,3 +174,29 @@ async fn a_real_agent_through_its_lifecycle_and_a_command_through_the_api() {
     assert!(activities.contains(&"started") && activities.contains(&"stopped"), "{activities:?}");
     manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_that_lost_its_database_gets_running_agents_back() {
+    let nats = NatsServer::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Manager::start(manager_config(&nats.url(), dirs.0.path())).await.unwrap();
+    let agent =
+        Agent::start(agent_config(&nats.url(), dirs.1.path()), AgentOptions::default()).await.unwrap();
+    eventually(Duration::from_secs(5), "agent active", async || {
+        status(&first, &agent) == Some(AgentStatus::Active)
+    })
+    .await;
+    first.shutdown().await;
+
+    // A new manager with an empty database hears heartbeats from an agent it does
+    // not know, and asks it to register again.
+    let second = Manager::start(manager_config(&nats.url(), dirs.2.path())).await.unwrap();
+    eventually(Duration::from_secs(5), "agent known and active again", async || {
+        status(&second, &agent) == Some(AgentStatus::Active)
+    })
+    .await;
+    let rec = second.registry().get(agent.agent_id()).expect("registered again");
+    assert_eq!(rec.name, "e2e-host");
+    agent.shutdown("test done").await;
+    second.shutdown().await;
+}

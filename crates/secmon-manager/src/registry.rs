@@ -14,14 +14,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, Message, Subscriber};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use secmon_proto::{
-    AgentId, AgentStatus, Heartbeat, PROTOCOL_VERSION, RegisterReply, Registration, ShutdownNotice, Subjects,
-    Versioned,
+    AgentId, AgentStatus, CommandRequest, Heartbeat, PROTOCOL_VERSION, RegisterReply, Registration,
+    ShutdownNotice, Subjects, Versioned,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -167,6 +167,7 @@ pub async fn start(
         queued: HashMap::new(),
         seen_dirty: HashSet::new(),
         replies: Vec::new(),
+        reregister: ReregisterAsks::default(),
         removals: Vec::new(),
         statuses_changed: true,
         warn: LogLimiter::new(Duration::from_secs(10)),
@@ -210,6 +211,10 @@ struct Actor {
     seen_dirty: HashSet<AgentId>,
     /// Registration replies to send once the batch is written.
     replies: Vec<(async_nats::Subject, RegisterReply)>,
+    /// Unknown agents that sent a heartbeat: asked to register again (a manager whose
+    /// database was lost, or a second manager that started late), at most once per
+    /// [`REREGISTER_EVERY`] each.
+    reregister: ReregisterAsks,
     removals: Vec<(RemoveReply, AgentId)>,
     statuses_changed: bool,
     warn: LogLimiter,
@@ -330,7 +335,12 @@ impl Actor {
                 self.metrics.heartbeats.inc();
                 self.apply(tr, false);
             }
-            Err(r) => self.refused(&m, r),
+            Err(r) => {
+                if r == Refusal::UnknownAgent {
+                    self.reregister.want(&hb.agent_id, Instant::now());
+                }
+                self.refused(&m, r)
+            }
         }
     }
 
@@ -449,6 +459,20 @@ impl Actor {
                 tracing::warn!(error = %e, "cannot send registration reply");
             }
         }
+        for id in self.reregister.take() {
+            let req = CommandRequest {
+                v: PROTOCOL_VERSION,
+                id: uuid::Uuid::now_v7(),
+                command: "register".into(),
+                args: serde_json::json!({}),
+                issued_at: Utc::now(),
+            };
+            let body = serde_json::to_vec(&req).expect("a CommandRequest always encodes");
+            // No reply subject: the agent answers by registering.
+            if let Err(e) = self.client.publish(self.subjects.command(&id), body.into()).await {
+                tracing::warn!(error = %e, agent = %id, "cannot ask an unknown agent to register");
+            }
+        }
         for (reply, id) in self.removals.drain(..) {
             let answer = match &result {
                 Ok(()) => Ok(self.shared.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()),
@@ -472,5 +496,58 @@ impl Actor {
                 .get_or_create(&StatusLabel { status: status.as_str().into() })
                 .set(n);
         }
+    }
+}
+
+/// How often one unknown agent is asked to register again.
+const REREGISTER_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Bound on remembered asks, so spoofed heartbeats with random ids cannot grow it.
+const REREGISTER_MAX: usize = 10_000;
+
+/// Rate-limited "please register" asks for unknown agents.
+#[derive(Default)]
+struct ReregisterAsks {
+    asked: HashMap<AgentId, Instant>,
+    pending: Vec<AgentId>,
+}
+
+impl ReregisterAsks {
+    fn want(&mut self, id: &AgentId, now: Instant) {
+        if self.asked.get(id).is_some_and(|t| now.duration_since(*t) < REREGISTER_EVERY) {
+            return;
+        }
+        if self.asked.len() >= REREGISTER_MAX {
+            self.asked.retain(|_, t| now.duration_since(*t) < REREGISTER_EVERY);
+            if self.asked.len() >= REREGISTER_MAX {
+                return;
+            }
+        }
+        self.asked.insert(id.clone(), now);
+        self.pending.push(id.clone());
+    }
+
+    fn take(&mut self) -> Vec<AgentId> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+#[cfg(test)]
+mod reregister_tests {
+    use super::*;
+
+    #[test]
+    fn asks_once_per_interval_and_stays_bounded() {
+        let mut a = ReregisterAsks::default();
+        let t0 = Instant::now();
+        let id = AgentId::new("a1").unwrap();
+        a.want(&id, t0);
+        a.want(&id, t0 + std::time::Duration::from_secs(1));
+        assert_eq!(a.take(), vec![id.clone()]);
+        a.want(&id, t0 + REREGISTER_EVERY);
+        assert_eq!(a.take(), vec![id]);
+        for i in 0..REREGISTER_MAX + 50 {
+            a.want(&AgentId::new(format!("x{i}")).unwrap(), t0);
+        }
+        assert!(a.asked.len() <= REREGISTER_MAX && a.take().len() <= REREGISTER_MAX);
     }
 }
