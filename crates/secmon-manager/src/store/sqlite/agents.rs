@@ -154,14 +154,6 @@ pub fn list(c: &Connection, q: &AgentQuery) -> Result<Page<AgentRecord>, StoreEr
         AgentSortField::RegisteredAt => "a.registered_at",
     };
     let sql = format!("{SELECT}{where_sql} ORDER BY {key} {dir}, a.id {dir} LIMIT ? OFFSET ?");
-    let mut params = f.params.clone();
-    params.push(Value::Integer(int(q.limit)));
-    params.push(Value::Integer(int(q.offset)));
-    let mut st = c.prepare_cached(&sql)?;
-    let mut rows = st.query(params_from_iter(params.iter()))?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next()? {
-        items.push(from_row(r)?);
-    }
+    let items = f.page(c, &sql, q.limit, q.offset, from_row)?;
     Ok(Page { items, total: uint(total), offset: q.offset, limit: q.limit })
 }

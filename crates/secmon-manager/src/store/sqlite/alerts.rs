@@ -62,17 +62,11 @@ pub fn list(c: &Connection, q: &AlertQuery) -> Result<Page<AlertRecord>, StoreEr
         "SELECT id, rule_id, title, severity, agent_id, status, tags, event_ids, first_seen, last_seen, count
          FROM alerts{where_sql} ORDER BY last_seen DESC, id DESC LIMIT ? OFFSET ?"
     );
-    let mut params = f.params.clone();
-    params.push(Value::Integer(int(q.limit)));
-    params.push(Value::Integer(int(q.offset)));
-    let mut st = c.prepare_cached(&sql)?;
-    let mut rows = st.query(params_from_iter(params.iter()))?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next()? {
+    let items = f.page(c, &sql, q.limit, q.offset, |r| {
         let id: String = r.get(0)?;
         let rank: i64 = r.get(3)?;
         let agent: Option<String> = r.get(4)?;
-        items.push(AlertRecord {
+        Ok(AlertRecord {
             id: id.parse().map_err(|e| StoreError::Corrupt(format!("bad alert id {id:?}: {e}")))?,
             rule_id: r.get(1)?,
             title: r.get(2)?,
@@ -87,7 +81,7 @@ pub fn list(c: &Connection, q: &AlertQuery) -> Result<Page<AlertRecord>, StoreEr
             first_seen: parse_ts(&r.get::<_, String>(8)?)?,
             last_seen: parse_ts(&r.get::<_, String>(9)?)?,
             count: uint(r.get(10)?),
-        });
-    }
+        })
+    })?;
     Ok(Page { items, total: uint(total), offset: q.offset, limit: q.limit })
 }

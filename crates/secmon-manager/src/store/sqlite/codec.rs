@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::Value;
+use rusqlite::{Connection, Row, params_from_iter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -83,6 +84,28 @@ impl Filter {
 
     pub fn sql(&self) -> String {
         if self.clauses.is_empty() { String::new() } else { format!(" WHERE {}", self.clauses.join(" AND ")) }
+    }
+
+    /// Runs `sql` (which ends in `LIMIT ? OFFSET ?`) with the filter's parameters
+    /// followed by `limit` and `offset`, mapping each row with `row`.
+    pub fn page<T>(
+        &self,
+        c: &Connection,
+        sql: &str,
+        limit: u64,
+        offset: u64,
+        mut row: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut params = self.params.clone();
+        params.push(Value::Integer(int(limit)));
+        params.push(Value::Integer(int(offset)));
+        let mut st = c.prepare_cached(sql)?;
+        let mut rows = st.query(params_from_iter(params.iter()))?;
+        let mut items = Vec::new();
+        while let Some(r) = rows.next()? {
+            items.push(row(r)?);
+        }
+        Ok(items)
     }
 }
 

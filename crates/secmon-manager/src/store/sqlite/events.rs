@@ -167,15 +167,9 @@ pub fn list(c: &Connection, q: &EventQuery) -> Result<Page<StoredEvent>, StoreEr
     let sql = format!(
         "SELECT body, received_ns FROM events{where_sql} ORDER BY {key} {dir}, rowid {dir} LIMIT ? OFFSET ?"
     );
-    let mut params = f.params.clone();
-    params.push(Value::Integer(int(q.limit)));
-    params.push(Value::Integer(int(q.offset)));
-    let mut st = c.prepare_cached(&sql)?;
-    let mut rows = st.query(params_from_iter(params.iter()))?;
-    let mut items = Vec::new();
-    while let Some(r) = rows.next()? {
+    let items = f.page(c, &sql, q.limit, q.offset, |r| {
         let body: String = r.get(0)?;
-        items.push(StoredEvent { envelope: from_json(&body, "event")?, received: from_nanos(r.get(1)?) });
-    }
+        Ok(StoredEvent { envelope: from_json(&body, "event")?, received: from_nanos(r.get(1)?) })
+    })?;
     Ok(Page { items, total, offset: q.offset, limit: q.limit })
 }
