@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod api_client;
 mod bench;
 mod child_proc;
+mod files;
 mod fleet;
 mod http;
 mod nats_child;
@@ -43,6 +44,8 @@ enum Cmd {
     Events(fleet::EventsArgs),
     /// List alerts.
     Alerts(fleet::AlertsArgs),
+    /// Show the last known state of an agent's watched files.
+    Files(files::FilesArgs),
     /// Run the whole stack on this machine: NATS, manager and an agent.
     Up(up::UpArgs),
     /// Benchmarks: manager ingest throughput and command round-trip latency.
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Command(a) => fleet::command(a, &cli.global),
         Cmd::Events(a) => fleet::events(a, &cli.global),
         Cmd::Alerts(a) => fleet::alerts(a, &cli.global),
+        Cmd::Files(a) => files::run(a, &cli.global),
         Cmd::Up(a) => up::run(a),
         Cmd::Bench(a) => bench::run(a, &cli.global),
     };

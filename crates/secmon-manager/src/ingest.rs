@@ -5,7 +5,8 @@
 //! (two batches per request, short expiry); the checker decodes and checks each
 //! message (size, version, shape, subject, removed agent, sequence); the committer
 //! stores a batch in one transaction together with the agents' sequence state and
-//! only then acknowledges it. A crash before the ack means a redelivery, which
+//! only then acknowledges it. The file state updates of `file` events (see
+//! [`crate::file_state`]) go into that same transaction. A crash before the ack means a redelivery, which
 //! storage ignores by event id and sequence tracking counts as a duplicate. A
 //! message that can never be stored is terminated, so it does not come back forever.
 //!
@@ -26,11 +27,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::file_state;
 use crate::log_limit::{LogLimiter, clip};
 use crate::metrics::Metrics;
 use crate::registry::RegistryHandle;
 use crate::seq::{self, SeqOutcome};
-use crate::store::{SeqState, Store, StoredEvent};
+use crate::store::{FileUpdate, SeqState, Store, StoredEvent};
 
 /// How long one pull request waits for events; also the longest a stop waits.
 pub const PULL_EXPIRY: Duration = Duration::from_millis(500);
@@ -227,6 +229,7 @@ struct Prepared {
     verdicts: Vec<Verdict>,
     events: Vec<StoredEvent>,
     seq_states: Vec<(AgentId, SeqState)>,
+    files: Vec<FileUpdate>,
     redelivered_replays: u64,
 }
 
@@ -252,6 +255,8 @@ struct Checker {
     recent: VecDeque<HashSet<Uuid>>,
     store: Arc<dyn Store>,
     warn: LogLimiter,
+    /// For file events that are stored but cannot update the file state.
+    file_warn: LogLimiter,
 }
 
 /// Batches whose ids [`Checker::recent`] keeps: the one being checked, the one in
@@ -293,6 +298,7 @@ async fn run(ctx: IngestContext, fetcher: Fetcher, seq: HashMap<AgentId, SeqStat
         recent: VecDeque::with_capacity(RECENT_BATCHES),
         store: ctx.store.clone(),
         warn: LogLimiter::new(Duration::from_secs(10)),
+        file_warn: LogLimiter::new(Duration::from_secs(10)),
     };
     while let Some(first) = msg_rx.recv().await {
         let mut msgs = Vec::with_capacity(batch_size);
@@ -321,6 +327,7 @@ impl Checker {
         let received = Utc::now();
         let mut events = Vec::with_capacity(msgs.len());
         let mut verdicts = Vec::with_capacity(msgs.len());
+        let mut files = Vec::new();
         let mut touched: HashSet<AgentId> = HashSet::new();
         let mut batch_ids = HashSet::with_capacity(msgs.len());
         // Events whose sequence number was seen already: a replay, or the same event
@@ -343,6 +350,7 @@ impl Checker {
                         SeqOutcome::Replay => seen_seq.push((env.agent_id.clone(), env.id)),
                     }
                     if outcome.keep() {
+                        self.file_updates(&env, &mut files);
                         batch_ids.insert(env.id);
                         events.push(StoredEvent { envelope: env, received });
                     }
@@ -375,7 +383,29 @@ impl Checker {
         }
         self.recent.push_back(batch_ids);
         let seq_states = touched.into_iter().map(|id| (id.clone(), self.seq[&id].clone())).collect();
-        Prepared { msgs, verdicts, events, seq_states, redelivered_replays }
+        Prepared { msgs, verdicts, events, seq_states, files, redelivered_replays }
+    }
+
+    /// Adds the file state updates of `env`. An event that cannot update the file
+    /// state (a malformed payload) is still stored: it is counted and logged here.
+    fn file_updates(&self, env: &Envelope, out: &mut Vec<FileUpdate>) {
+        match file_state::updates(env) {
+            Ok(u) => out.extend(u),
+            Err(skip) => {
+                self.metrics.skip_file_state(skip.reason);
+                if let Some(suppressed) = self.file_warn.allow() {
+                    tracing::warn!(
+                        agent = %env.agent_id,
+                        event = %env.id,
+                        class = %env.class,
+                        reason = skip.reason,
+                        detail = skip.detail,
+                        suppressed,
+                        "event stored, but it cannot update the file state"
+                    );
+                }
+            }
+        }
     }
 
     /// Which of these event ids are stored. On a storage error, none are assumed
@@ -428,7 +458,7 @@ impl Committer {
     async fn commit(&self, p: Prepared, stop: &CancellationToken) {
         let mut delay = Duration::from_millis(100);
         let outcome = loop {
-            match self.store.insert_events(&p.events, &p.seq_states).await {
+            match self.store.insert_events(&p.events, &p.seq_states, &p.files).await {
                 Ok(o) => break o,
                 Err(e) => {
                     self.metrics.ingest_store_errors.inc();

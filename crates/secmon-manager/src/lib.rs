@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod file_state;
 pub mod ingest;
 pub mod lifecycle;
 pub mod log_limit;

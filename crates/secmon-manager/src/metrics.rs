@@ -62,6 +62,9 @@ pub struct Metrics {
     pub status_changes_dropped: Counter,
     /// Event batches whose commit failed (retried, not acknowledged meanwhile).
     pub ingest_store_errors: Counter,
+    /// File (and camera device) events stored but not applied to the file state,
+    /// by reason: `malformed_payload`, `bad_path`, `unknown_activity`.
+    pub file_state_skipped: Family<ReasonLabel, Counter>,
     pub api_request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -90,6 +93,7 @@ impl Metrics {
             registry_store_errors: Counter::default(),
             status_changes_dropped: Counter::default(),
             ingest_store_errors: Counter::default(),
+            file_state_skipped: Family::default(),
             api_request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             registry: Registry::default(),
         };
@@ -145,6 +149,11 @@ impl Metrics {
             m.ingest_store_errors.clone(),
         );
         registry.register(
+            "file_state_skipped",
+            "File events stored but not applied to the file state, by reason",
+            m.file_state_skipped.clone(),
+        );
+        registry.register(
             "api_request_duration_seconds",
             "API request latency",
             m.api_request_duration.clone(),
@@ -168,6 +177,15 @@ impl Metrics {
     /// Control-message rejections counted so far for `reason` (for tests and `status`).
     pub fn control_rejections(&self, reason: &str) -> u64 {
         self.control_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).get()
+    }
+
+    pub fn skip_file_state(&self, reason: &str) {
+        self.file_state_skipped.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// File events counted so far as not applied to the file state, for `reason`.
+    pub fn file_state_skips(&self, reason: &str) -> u64 {
+        self.file_state_skipped.get_or_create(&ReasonLabel { reason: reason.to_owned() }).get()
     }
 
     /// Current `agents{status=...}` gauge.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::{SimAgent, config, connect, consumer_drained, eventually, publish_events, publish_raw};
 use secmon_manager::app::Manager;
-use secmon_manager::store::{EventQuery, Store};
+use secmon_manager::store::{EventQuery, FileQuery, Store};
 use secmon_proto::{AgentId, EVENTS_STREAM, Envelope, Subjects};
 use secmon_testkit::NatsServer;
 use uuid::Uuid;
@@ -339,5 +339,12 @@ async fn ingest_and_the_registry_resume_after_nats_restarts() {
     assert_eq!(m.registry().status(&a.id), Some(secmon_proto::AgentStatus::Pending));
     let ids: HashSet<Uuid> = stored_ids(&store).await.into_iter().collect();
     assert_eq!(ids.len(), 200);
+    // Each event names its own path: the file state holds exactly those 200.
+    let q = FileQuery { agent: a.id.clone(), prefix: None, include_deleted: true, offset: 0, limit: 1000 };
+    let files = store.list_file_states(&q).await.unwrap();
+    assert_eq!(files.total, 200);
+    let file_events: HashSet<Uuid> = files.items.iter().filter_map(|f| f.last_event_id).collect();
+    assert_eq!(file_events, ids, "every stored event is in the file state, and nothing else");
+    assert_eq!(m.metrics().file_state_skips("malformed_payload"), 0);
     m.shutdown().await;
 }

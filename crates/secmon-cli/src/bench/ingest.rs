@@ -11,9 +11,9 @@ use async_nats::jetstream::{self, context::Publish};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use secmon_proto::payload::{FileActivity, FileKind, FileState};
 use secmon_proto::{Envelope, EventClass, Severity};
 use serde::Serialize;
-use serde_json::json;
 
 use super::harness::{Harness, HarnessOptions};
 use super::sim::{self, SimAgent};
@@ -290,19 +290,46 @@ async fn settle(
 
 /// A file-modification event of typical size.
 fn sample_event(agent: &SimAgent, seq: u64) -> Envelope {
+    // A real FIM payload, so the bench also pays for the manager's file-state upserts.
+    let path = format!("/etc/secmon-bench/{}/file-{}.conf", agent.name, seq % 1000);
+    let state = |size: u64, hash: &str| FileState {
+        kind: FileKind::File,
+        size,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        mtime: 1_795_000_000.0 + seq as f64,
+        ctime: 1_795_000_000.0 + seq as f64,
+        inode: 1000 + seq % 1000,
+        hash: Some(hash.to_owned()),
+        hash_algo: Some("sha256".into()),
+        hash_skipped: None,
+        target: None,
+    };
+    let payload = FileActivity {
+        description: format!("{path} modified"),
+        path,
+        old_path: None,
+        kind: FileKind::File,
+        watch: "/etc/secmon-bench".into(),
+        watch_description: String::new(),
+        event_type: "FileModify".into(),
+        detector: None,
+        before: Some(state(4096, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")),
+        after: Some(state(4096 + seq % 1024, "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752")),
+        changes: vec!["size".into(), "mtime".into(), "ctime".into(), "hash".into()],
+        diff: None,
+        diff_truncated: false,
+        process: None,
+        source: "realtime".into(),
+        backend: "inotify".into(),
+    };
     Envelope::new(
         agent.id.clone(),
         seq,
         EventClass::File,
         "modified",
         Severity::Low,
-        json!({
-            "path": format!("/etc/secmon-bench/{}/file-{seq}.conf", agent.name),
-            "size": 4096 + seq % 1024,
-            "mode": "0644",
-            "uid": 0,
-            "gid": 0,
-            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-        }),
+        serde_json::to_value(payload).expect("payload serializes"),
     )
 }

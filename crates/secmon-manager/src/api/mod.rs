@@ -1,4 +1,4 @@
-//! REST API (axum): health, agents, events, alerts, commands, OpenAPI and metrics.
+//! REST API (axum): health, agents, file states, events, alerts, commands, OpenAPI and metrics.
 //!
 //! Invariants: every response to bad input is a 4xx with the JSON error shape of
 //! [`error::ApiError`] (never a 500); query parameters an endpoint does not
@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod health;
 pub mod metrics_route;
 pub mod params;
@@ -45,20 +46,21 @@ pub struct ApiContext {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "secmon manager API", description = "Fleet registry, events, alerts and agent commands."),
+    info(title = "secmon manager API", description = "Fleet registry, events, file states, alerts and agent commands."),
     paths(
         health::health,
         agents::list_agents,
         agents::get_agent,
         agents::remove_agent,
         commands::send_command,
+        files::agent_files,
         events::list_events,
         alerts::list_alerts,
         metrics_route::metrics,
         openapi_json,
     ),
     tags(
-        (name = "health"), (name = "agents"), (name = "events"), (name = "alerts"), (name = "metrics"),
+        (name = "health"), (name = "agents"), (name = "files"), (name = "events"), (name = "alerts"), (name = "metrics"),
         (name = "meta")
     )
 )]
@@ -81,6 +83,7 @@ pub fn router(ctx: Arc<ApiContext>) -> axum::Router {
         .route("/api/agents", get(agents::list_agents))
         .route("/api/agents/{id}", get(agents::get_agent).delete(agents::remove_agent))
         .route("/api/agents/{id}/command", axum::routing::post(commands::send_command))
+        .route("/api/agents/{id}/files", get(files::agent_files))
         .route("/api/events", get(events::list_events))
         .route("/api/alerts", get(alerts::list_alerts))
         .route("/api/openapi.json", get(openapi_json))
@@ -105,6 +108,7 @@ mod tests {
             "/api/agents",
             "/api/agents/{id}",
             "/api/agents/{id}/command",
+            "/api/agents/{id}/files",
             "/api/events",
             "/api/alerts",
             "/api/openapi.json",
@@ -112,6 +116,13 @@ mod tests {
         ] {
             assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
         }
+        let file_params: Vec<&str> = doc["paths"]["/api/agents/{id}/files"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(file_params, ["id", "path", "prefix", "include_deleted", "offset", "limit"]);
         let params: Vec<&str> = doc["paths"]["/api/agents"]["get"]["parameters"]
             .as_array()
             .unwrap()
@@ -128,6 +139,10 @@ mod tests {
             "Health",
             "CommandBody",
             "CommandReply",
+            "FilesAnswer",
+            "FileStateRecord",
+            "FileAccess",
+            "Page_FileStateRecord",
         ] {
             assert!(schemas.contains_key(s), "schema {s} missing: {:?}", schemas.keys().collect::<Vec<_>>());
         }

@@ -18,6 +18,7 @@ use utoipa::IntoParams;
 use utoipa::openapi::path::ParameterIn;
 
 use super::error::{ApiError, echo};
+use crate::file_state::MAX_PATH_BYTES;
 use crate::store::AgentSortField;
 
 pub const DEFAULT_LIMIT: u64 = 50;
@@ -28,7 +29,9 @@ pub const MAX_TEXT: usize = 256;
 /// Furthest back a relative time (`since=30d`) may reach.
 const MAX_RELATIVE_SECS: i64 = 100 * 366 * 24 * 3600;
 
-/// Parses the query string into `T`, refusing unknown and repeated parameters.
+/// Parses the query string into `T`, refusing unknown and repeated parameters, and
+/// values that are not UTF-8 once percent-decoded (which the parser below would
+/// silently turn into U+FFFD, so `path=%FF` would look up a different path).
 pub fn query<T: DeserializeOwned + IntoParams>(uri: &Uri) -> Result<T, ApiError> {
     let pairs = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| ApiError::bad_parameter("query", format!("unparseable query string: {e}")))?
@@ -48,11 +51,28 @@ pub fn query<T: DeserializeOwned + IntoParams>(uri: &Uri) -> Result<T, ApiError>
             return Err(ApiError::bad_parameter(key, "given more than once"));
         }
     }
+    // After the names are checked, so the name a 400 quotes is a known, short one.
+    check_utf8(uri.query().unwrap_or(""))?;
     // Every field is an optional string and the names were checked above, so this
     // only fails on a mismatch between the struct and its IntoParams derive.
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::bad_parameter("query", format!("unparseable query string: {e}")))
+}
+
+fn check_utf8(raw: &str) -> Result<(), ApiError> {
+    for pair in raw.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            percent_encoding::percent_decode_str(&s).decode_utf8().map(|c| c.into_owned())
+        };
+        if decode(value).is_err() {
+            let key = decode(key).unwrap_or_default();
+            return Err(ApiError::bad_parameter(&key, "the value is not UTF-8 after percent-decoding"));
+        }
+    }
+    Ok(())
 }
 
 fn number(name: &str, value: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
@@ -107,6 +127,33 @@ pub fn text(name: &str, value: Option<String>) -> Result<Option<String>, ApiErro
         return Err(ApiError::bad_parameter(name, "control characters are not allowed"));
     }
     Ok(if v.is_empty() { None } else { Some(v) })
+}
+
+/// A file path as agents report it: at most [`MAX_PATH_BYTES`] bytes, no NUL (no
+/// other character is refused: Linux paths may hold any other byte). Empty is
+/// `None`.
+pub fn file_path(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    if v.len() > MAX_PATH_BYTES {
+        return Err(ApiError::bad_parameter(
+            name,
+            format!("{} bytes is longer than the longest path ({MAX_PATH_BYTES})", v.len()),
+        ));
+    }
+    if v.contains('\0') {
+        return Err(ApiError::bad_parameter(name, "a path cannot contain a NUL byte"));
+    }
+    Ok(if v.is_empty() { None } else { Some(v) })
+}
+
+/// `true` or `false`.
+pub fn flag(name: &str, value: Option<&str>) -> Result<Option<bool>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(v) => Err(ApiError::bad_parameter(name, format!("expected true or false, got {}", echo(v)))),
+    }
 }
 
 /// A point in time: RFC 3339 (`2025-01-31T12:00:00Z`) or an age such as `15m`,
@@ -299,6 +346,41 @@ mod tests {
         assert_eq!(text("q", Some("%' OR 1=1 --".into())).unwrap().as_deref(), Some("%' OR 1=1 --"));
         assert!(text("q", Some("x".repeat(MAX_TEXT + 1))).is_err());
         assert!(text("name", Some("a\u{0}b".into())).is_err());
+    }
+
+    #[test]
+    fn values_must_be_utf8_once_decoded() {
+        let ok: Sample = query(&uri("/x?status=%C3%A9+x")).unwrap();
+        assert_eq!(ok.status.as_deref(), Some("é x"));
+        for bad in ["/x?status=%FF%FE", "/x?status=a%C0%AF", "/x?limit=1&status=%E9"] {
+            let e = query::<Sample>(&uri(bad)).unwrap_err();
+            assert_eq!(e.parameter.as_deref(), Some("status"), "{bad}");
+            assert!(e.message.contains("not UTF-8"), "{}", e.message);
+        }
+        // A name that is not UTF-8 is an unknown name.
+        let e = query::<Sample>(&uri("/x?%FF=1")).unwrap_err();
+        assert!(e.message.contains("unknown query parameter"), "{}", e.message);
+        // A stray % is kept as it is (no valid escape), not refused.
+        let ok: Sample = query(&uri("/x?status=100%25%ZZ")).unwrap();
+        assert_eq!(ok.status.as_deref(), Some("100%%ZZ"));
+    }
+
+    #[test]
+    fn file_paths_and_flags() {
+        assert_eq!(file_path("path", Some("/etc/ä\nb".into())).unwrap().as_deref(), Some("/etc/ä\nb"));
+        assert_eq!(file_path("path", Some(String::new())).unwrap(), None);
+        assert_eq!(file_path("path", None).unwrap(), None);
+        let e = file_path("prefix", Some("/".repeat(MAX_PATH_BYTES + 1))).unwrap_err();
+        assert_eq!(e.parameter.as_deref(), Some("prefix"));
+        assert!(e.message.len() < 200, "{}", e.message);
+        assert!(file_path("path", Some("/".repeat(MAX_PATH_BYTES))).is_ok());
+        assert!(file_path("path", Some("/a\0b".into())).is_err());
+        assert_eq!(flag("f", Some("true")).unwrap(), Some(true));
+        assert_eq!(flag("f", Some("false")).unwrap(), Some(false));
+        assert_eq!(flag("f", None).unwrap(), None);
+        for bad in ["1", "TRUE", "yes", ""] {
+            assert_eq!(flag("f", Some(bad)).unwrap_err().parameter.as_deref(), Some("f"), "{bad}");
+        }
     }
 
     #[test]

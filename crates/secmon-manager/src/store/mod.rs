@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod files;
 pub mod sqlite;
+
+pub use files::{FileAccess, FileChange, FileQuery, FileStateRecord, FileUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -245,17 +248,32 @@ pub trait Store: Send + Sync + 'static {
     async fn status_history(&self, id: &AgentId, limit: u64) -> Result<Vec<StatusChange>, StoreError>;
 
     /// Stores a batch in one transaction, ignoring ids already stored, and writes
-    /// the agents' updated sequence state in the same transaction.
+    /// the agents' updated sequence state in the same transaction. In that same
+    /// transaction it applies the file state updates of the events it inserted
+    /// (each only where it is newer than the state held; see [`files`]), so the
+    /// file state never disagrees with the events stored.
     async fn insert_events(
         &self,
         events: &[StoredEvent],
         seq: &[(AgentId, SeqState)],
+        files: &[FileUpdate],
     ) -> Result<InsertOutcome, StoreError>;
     async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>, StoreError>;
     async fn count_events(&self) -> Result<u64, StoreError>;
     /// Which of `ids` are stored (tells a redelivered event from a replayed sequence
     /// number).
     async fn existing_event_ids(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>, StoreError>;
+
+    /// The state of one path of an agent (deleted or not).
+    async fn get_file_state(
+        &self,
+        agent: &AgentId,
+        path: &str,
+    ) -> Result<Option<FileStateRecord>, StoreError>;
+    /// One agent's file states, ordered by path.
+    async fn list_file_states(&self, q: &FileQuery) -> Result<Page<FileStateRecord>, StoreError>;
+    /// True when any file state of the agent is stored (registered or not).
+    async fn has_file_states(&self, agent: &AgentId) -> Result<bool, StoreError>;
 
     /// Stores an alert; an alert with the same id is replaced (count, last_seen,
     /// status move on as a rule aggregates).

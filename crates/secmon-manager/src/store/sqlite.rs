@@ -9,6 +9,7 @@ mod agents;
 mod alerts;
 mod codec;
 mod events;
+mod files;
 mod migrate;
 
 use std::path::{Path, PathBuf};
@@ -21,8 +22,8 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    AgentQuery, AgentRecord, AlertQuery, AlertRecord, EventQuery, InsertOutcome, Page, SeqState,
-    StatusChange, Store, StoreError, StoredEvent,
+    AgentQuery, AgentRecord, AlertQuery, AlertRecord, EventQuery, FileQuery, FileStateRecord, FileUpdate,
+    InsertOutcome, Page, SeqState, StatusChange, Store, StoreError, StoredEvent,
 };
 
 pub use migrate::SCHEMA_VERSION;
@@ -209,11 +210,32 @@ impl Store for SqliteStore {
         &self,
         events: &[StoredEvent],
         seq: &[(AgentId, SeqState)],
+        files: &[FileUpdate],
     ) -> Result<InsertOutcome, StoreError> {
         // Encoding happens here, off the blocking thread's critical section.
         let rows = events.iter().map(events::EncodedEvent::encode).collect::<Result<Vec<_>, _>>()?;
+        let files = files.iter().map(files::EncodedFileUpdate::encode).collect::<Result<Vec<_>, _>>()?;
         let seq = seq.to_vec();
-        self.write(move |c| events::insert(c, &rows, &seq)).await
+        self.write(move |c| events::insert(c, &rows, &seq, &files)).await
+    }
+
+    async fn get_file_state(
+        &self,
+        agent: &AgentId,
+        path: &str,
+    ) -> Result<Option<FileStateRecord>, StoreError> {
+        let (agent, path) = (agent.clone(), path.to_owned());
+        self.read(move |c| files::get(c, &agent, &path)).await
+    }
+
+    async fn list_file_states(&self, q: &FileQuery) -> Result<Page<FileStateRecord>, StoreError> {
+        let q = q.clone();
+        self.read(move |c| files::list(c, &q)).await
+    }
+
+    async fn has_file_states(&self, agent: &AgentId) -> Result<bool, StoreError> {
+        let agent = agent.clone();
+        self.read(move |c| files::agent_has_files(c, &agent)).await
     }
 
     async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>, StoreError> {
@@ -253,3 +275,6 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod file_state_tests;

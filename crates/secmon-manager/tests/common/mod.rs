@@ -12,6 +12,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use chrono::Utc;
 use secmon_manager::config::ManagerConfig;
+use secmon_proto::payload::{FileActivity, FileKind, FileState};
 use secmon_proto::{
     AgentId, Envelope, EventClass, Heartbeat, HostFacts, PROTOCOL_VERSION, RegisterReply, Registration,
     Severity, ShutdownNotice, Subjects,
@@ -131,15 +132,49 @@ impl SimAgent {
         self.event(self.seq)
     }
 
-    /// An event with a given sequence number (for gaps and replays).
+    /// An event with a given sequence number (for gaps and replays): a file
+    /// modification as the agent's FIM reports it, one path per sequence number.
     pub fn event(&self, seq: u64) -> Envelope {
+        let path = format!("/etc/file-{seq}");
+        let state = |size: u64| FileState {
+            kind: FileKind::File,
+            size,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            mtime: 1_750_000_000.0,
+            ctime: 1_750_000_000.0,
+            inode: 1000 + seq,
+            hash: Some(format!("{seq:064x}")),
+            hash_algo: Some("sha256".into()),
+            hash_skipped: None,
+            target: None,
+        };
+        let activity = FileActivity {
+            description: format!("{path} modified"),
+            path,
+            old_path: None,
+            kind: FileKind::File,
+            watch: "/etc".into(),
+            watch_description: String::new(),
+            event_type: "FileModify".into(),
+            detector: None,
+            before: Some(state(10)),
+            after: Some(state(20)),
+            changes: vec!["size".into(), "hash".into()],
+            diff: None,
+            diff_truncated: false,
+            process: None,
+            source: "realtime".into(),
+            backend: "inotify".into(),
+        };
         Envelope::new(
             self.id.clone(),
             seq,
             EventClass::File,
             "modified",
             Severity::Medium,
-            serde_json::json!({"path": format!("/etc/file-{seq}")}),
+            serde_json::to_value(activity).expect("a FileActivity serializes"),
         )
     }
 }

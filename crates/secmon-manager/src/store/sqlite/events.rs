@@ -4,10 +4,12 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params, params_from_iter};
 use std::collections::HashSet;
 
+use chrono::Utc;
 use secmon_proto::AgentId;
 use uuid::Uuid;
 
 use super::codec::{Filter, from_json, from_nanos, int, json, nanos, uint};
+use super::files::{self, EncodedFileUpdate};
 use crate::store::{EventQuery, InsertOutcome, Page, SeqState, StoreError, StoredEvent};
 
 /// An event encoded for its row, prepared before the write lock is taken.
@@ -38,22 +40,26 @@ impl EncodedEvent {
     }
 }
 
-/// Inserts the rows (ignoring ids already stored) and the sequence states in one
-/// transaction.
+/// Inserts the rows (ignoring ids already stored), the sequence states and the file
+/// state updates of the inserted rows in one transaction.
 pub fn insert(
     c: &mut Connection,
     rows: &[EncodedEvent],
     seq: &[(AgentId, SeqState)],
+    files: &[EncodedFileUpdate],
 ) -> Result<InsertOutcome, StoreError> {
     let tx = c.transaction()?;
     let mut inserted = 0u64;
+    // Ids inserted now, when file updates need them: a redelivered event's update
+    // was applied with the event.
+    let mut fresh: HashSet<[u8; 16]> = HashSet::new();
     {
         let mut ins = tx.prepare_cached(
             "INSERT OR IGNORE INTO events (id, agent_id, seq, class, severity, time_ns, received_ns, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for r in rows {
-            inserted += ins.execute(params![
+            let n = ins.execute(params![
                 &r.id[..],
                 r.agent_id,
                 r.seq,
@@ -63,6 +69,10 @@ pub fn insert(
                 r.received_ns,
                 r.body
             ])? as u64;
+            inserted += n;
+            if n > 0 && !files.is_empty() {
+                fresh.insert(r.id);
+            }
         }
         let mut up = tx.prepare_cached(
             "INSERT INTO seq_state (agent_id, last_seq, missing, gap_events, late_events, replays, given_up_ranges)
@@ -86,6 +96,9 @@ pub fn insert(
             tx.prepare_cached("UPDATE counters SET value = value + ?1 WHERE name = 'events'")?
                 .execute([int(inserted)])?;
         }
+    }
+    if !fresh.is_empty() {
+        files::apply(&tx, files, &fresh, &Utc::now())?;
     }
     tx.commit()?;
     Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted })

@@ -104,7 +104,7 @@ async fn everything_survives_a_reopen() {
     {
         let s = SqliteStore::open(dir.path()).unwrap();
         s.save_agent(&a, &[change(&a, None, AgentStatus::Pending, 0, "registered")]).await.unwrap();
-        s.insert_events(std::slice::from_ref(&ev), &[(a.id.clone(), seq.clone())]).await.unwrap();
+        s.insert_events(std::slice::from_ref(&ev), &[(a.id.clone(), seq.clone())], &[]).await.unwrap();
         s.insert_alert(&alert).await.unwrap();
         s.close().await.unwrap();
     }
@@ -226,12 +226,12 @@ async fn redelivered_events_are_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path()).unwrap();
     let batch: Vec<_> = (1..=100).map(|i| event("a1", i, EventClass::Process, t(i as i64))).collect();
-    let out = s.insert_events(&batch, &[]).await.unwrap();
+    let out = s.insert_events(&batch, &[], &[]).await.unwrap();
     assert_eq!(out, InsertOutcome { inserted: 100, duplicates: 0 });
     // Half of it again, with new events mixed in.
     let mut again = batch[50..].to_vec();
     again.push(event("a1", 101, EventClass::Process, t(101)));
-    let out = s.insert_events(&again, &[]).await.unwrap();
+    let out = s.insert_events(&again, &[], &[]).await.unwrap();
     assert_eq!(out, InsertOutcome { inserted: 1, duplicates: 50 });
     assert_eq!(s.count_events().await.unwrap(), 101);
     let c = Connection::open(s.path()).unwrap();
@@ -249,7 +249,7 @@ async fn event_list_filters_orders_and_pages() {
         let class = if i % 2 == 0 { EventClass::File } else { EventClass::Process };
         batch.push(event(agent, i as u64 + 1, class, t(i)));
     }
-    s.insert_events(&batch, &[]).await.unwrap();
+    s.insert_events(&batch, &[], &[]).await.unwrap();
     let seqs = |p: &Page<StoredEvent>| p.items.iter().map(|e| e.envelope.seq).collect::<Vec<_>>();
 
     let p = s.list_events(&EventQuery { limit: 3, ..Default::default() }).await.unwrap();
@@ -291,7 +291,7 @@ async fn received_since_filters_and_orders_by_arrival() {
     let mut recent = event("a1", 2, EventClass::File, t(500));
     recent.received = t(1500);
     let old = event("a1", 3, EventClass::File, t(600)); // received t(1000)
-    s.insert_events(&[early, recent, old], &[]).await.unwrap();
+    s.insert_events(&[early, recent, old], &[], &[]).await.unwrap();
     let q = EventQuery { received_since: Some(t(1500)), ascending: true, limit: 10, ..Default::default() };
     let p = s.list_events(&q).await.unwrap();
     let seqs: Vec<u64> = p.items.iter().map(|e| e.envelope.seq).collect();
@@ -303,11 +303,13 @@ async fn seq_state_of_unregistered_agents_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path()).unwrap();
     let st = SeqState { last_seq: 9, replays: 1, given_up_ranges: 3, ..Default::default() };
-    s.insert_events(&[event("ghost", 9, EventClass::Log, t(0))], &[(id("ghost"), st.clone())]).await.unwrap();
+    s.insert_events(&[event("ghost", 9, EventClass::Log, t(0))], &[(id("ghost"), st.clone())], &[])
+        .await
+        .unwrap();
     assert_eq!(s.load_seq_states().await.unwrap(), vec![(id("ghost"), st)]);
     assert!(s.load_agents().await.unwrap().is_empty());
     let st2 = SeqState { last_seq: 10, ..Default::default() };
-    s.insert_events(&[], &[(id("ghost"), st2.clone())]).await.unwrap();
+    s.insert_events(&[], &[(id("ghost"), st2.clone())], &[]).await.unwrap();
     assert_eq!(s.load_seq_states().await.unwrap(), vec![(id("ghost"), st2)]);
 }
 
@@ -360,7 +362,7 @@ async fn alert_list_filters() {
 async fn reads_are_not_blocked_by_an_open_write_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path()).unwrap();
-    s.insert_events(&[event("a1", 1, EventClass::File, t(0))], &[]).await.unwrap();
+    s.insert_events(&[event("a1", 1, EventClass::File, t(0))], &[], &[]).await.unwrap();
     // Another writer holds the write lock with uncommitted rows.
     let other = Connection::open(s.path()).unwrap();
     other.execute_batch("BEGIN IMMEDIATE; DELETE FROM events;").unwrap();
