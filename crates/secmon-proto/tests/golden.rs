@@ -86,6 +86,60 @@ fn golden_event_loss() {
     check("envelope_event_loss", &e);
 }
 
+/// A FIM event as the agent sends it: the payload's typed shape pinned too.
+#[test]
+fn golden_file_event() {
+    let state = |size: u64, hash: &str, mtime: f64| payload::FileState {
+        kind: payload::FileKind::File,
+        size,
+        mode: 0o100600,
+        uid: 1000,
+        gid: 1000,
+        mtime,
+        ctime: mtime,
+        inode: 1_311_770,
+        hash: Some(hash.into()),
+        hash_algo: Some("sha256".into()),
+        hash_skipped: None,
+        target: None,
+    };
+    let mut e = envelope();
+    e.class = EventClass::File;
+    e.activity = "modified".into();
+    e.severity = Severity::Critical;
+    let p = payload::FileActivity {
+        path: "/home/alice/.ssh/authorized_keys".into(),
+        old_path: None,
+        kind: payload::FileKind::File,
+        watch: "/home/alice/.ssh".into(),
+        watch_description: "alice's SSH material".into(),
+        event_type: "FileModify".into(),
+        detector: Some("ssh".into()),
+        description: "authorized_keys modified by vim (pid 4242, uid 1000)".into(),
+        before: Some(state(96, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", 1_794_999_000.5)),
+        after: Some(state(192, "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752", 1_795_000_000.25)),
+        changes: vec!["size".into(), "mtime".into(), "ctime".into(), "hash".into()],
+        diff: Some("--- a\n+++ b\n@@ -1 +1,2 @@\n ssh-ed25519 AAAA alice\n+ssh-ed25519 BBBB mallory\n".into()),
+        diff_truncated: false,
+        process: Some(payload::ProcessInfo {
+            pid: 4242,
+            ppid: Some(4100),
+            name: Some("vim".into()),
+            exe: Some("/usr/bin/vim.basic".into()),
+            cmdline: Some("vim /home/alice/.ssh/authorized_keys".into()),
+            uid: Some(1000),
+            user: Some("alice".into()),
+            exited: false,
+        }),
+        source: "realtime".into(),
+        backend: "fanotify".into(),
+    };
+    e.payload = serde_json::to_value(&p).unwrap();
+    check("envelope_file", &e);
+    let back: payload::FileActivity = serde_json::from_value(e.payload.clone()).unwrap();
+    assert_eq!(back, p);
+}
+
 #[test]
 fn golden_registration() {
     check(
