@@ -71,6 +71,33 @@ need_nats_server() {
     die "nats-server not found: install it with \`sudo apt-get install nats-server\` (Debian/Ubuntu) or from https://github.com/nats-io/nats-server/releases"
 }
 
+# socat and jq: tests pipe the agent's event socket through
+# `socat UNIX-CONNECT:<path> - | jq`, as the README shows.
+need_socat_jq() {
+    local missing=()
+    command -v socat >/dev/null 2>&1 || missing+=(socat)
+    command -v jq >/dev/null 2>&1 || missing+=(jq)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    apt_install "${missing[@]}" && command -v socat >/dev/null 2>&1 && command -v jq >/dev/null 2>&1 &&
+        return 0
+    die "${missing[*]} not found: install with \`sudo apt-get install ${missing[*]}\`"
+}
+
+# systemd-analyze: the tests verify the units in packaging/systemd with it.
+need_systemd_analyze() {
+    command -v systemd-analyze >/dev/null 2>&1 && return 0
+    apt_install systemd && command -v systemd-analyze >/dev/null 2>&1 && return 0
+    die "systemd-analyze not found: install it with \`sudo apt-get install systemd\`"
+}
+
+# util-linux's unshare: the FIM watch-limit test lowers the inotify limit in a user
+# namespace of its own.
+need_unshare() {
+    command -v unshare >/dev/null 2>&1 && return 0
+    apt_install util-linux && command -v unshare >/dev/null 2>&1 && return 0
+    die "unshare not found: install it with \`sudo apt-get install util-linux\`"
+}
+
 # Where cargo puts binaries.
 target_dir() {
     echo "${CARGO_TARGET_DIR:-target}"

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secmon_config::{ConfigError, Validate};
+use secmon_fim::{FimSection, WatchConfig};
 use secmon_nats::NatsConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,6 +23,13 @@ pub struct AgentConfig {
     pub spool: SpoolSection,
     /// `[log]`: log verbosity.
     pub log: LogSection,
+    /// `[socket]`: the local event socket.
+    pub socket: SocketSection,
+    /// `[fim]`: how file integrity monitoring runs.
+    pub fim: FimSection,
+    /// `[[watches]]`: the files and trees under file integrity monitoring. Kept last:
+    /// an array of tables must follow the plain tables when serialized to TOML.
+    pub watches: Vec<WatchConfig>,
 }
 
 /// `[agent]` section.
@@ -80,6 +88,92 @@ impl Default for LogSection {
     }
 }
 
+/// `[socket]` section: a Unix socket streaming every spooled event as one JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketSection {
+    /// Socket path; empty means no socket.
+    pub path: PathBuf,
+    /// Permission bits of the socket file, octal (`"0660"`): connecting needs write
+    /// permission.
+    pub mode: String,
+    /// Group of the socket file: a name or a numeric gid; empty keeps the agent's group.
+    pub group: String,
+    /// `envelope` (the JSON envelope as published to NATS) or `flat` (the classic
+    /// `{timestamp, event_type, path, details}` shape, file and device events only).
+    pub format: SocketFormat,
+    /// Events a client may fall behind before it loses some (then it gets a drop
+    /// notice with the count).
+    pub client_buffer: usize,
+    /// Clients served at once; one more gets an error line and is closed.
+    pub max_clients: usize,
+}
+
+impl Default for SocketSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            mode: "0660".into(),
+            group: String::new(),
+            format: SocketFormat::Envelope,
+            client_buffer: 4096,
+            max_clients: 64,
+        }
+    }
+}
+
+impl SocketSection {
+    /// The permission bits of `mode` (checked by validation).
+    pub fn mode_bits(&self) -> Result<u32, ConfigError> {
+        let m = self.mode.trim();
+        let digits = m.strip_prefix("0o").unwrap_or(m);
+        match u32::from_str_radix(digits, 8) {
+            Ok(bits) if !digits.is_empty() && bits <= 0o777 => Ok(bits),
+            _ => Err(ConfigError::invalid(
+                "socket.mode",
+                format!("{:?} is not an octal permission like \"0660\"", self.mode),
+            )),
+        }
+    }
+
+    /// The group to give the socket file: None keeps the agent's group.
+    pub fn gid(&self) -> Result<Option<u32>, ConfigError> {
+        let g = self.group.trim();
+        if g.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(gid) = g.parse::<u32>() {
+            return Ok(Some(gid));
+        }
+        match nix::unistd::Group::from_name(g) {
+            Ok(Some(group)) => Ok(Some(group.gid.as_raw())),
+            Ok(None) => Err(ConfigError::invalid("socket.group", format!("no group named {g:?}"))),
+            Err(e) => Err(ConfigError::invalid("socket.group", format!("cannot look up group {g:?}: {e}"))),
+        }
+    }
+}
+
+/// How events are written to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketFormat {
+    #[default]
+    Envelope,
+    Flat,
+}
+
+impl SocketFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketFormat::Envelope => "envelope",
+            SocketFormat::Flat => "flat",
+        }
+    }
+}
+
+/// Longest socket path the kernel accepts (`sun_path` holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// Smallest segment size accepted: below it, per-file overhead dominates.
 const MIN_SEGMENT_BYTES: u64 = 4096;
 
@@ -98,7 +192,14 @@ impl Validate for AgentConfig {
         if a.heartbeat_interval < Duration::from_millis(10) {
             return Err(ConfigError::invalid("agent.heartbeat_interval", "must be at least 10ms"));
         }
-        self.nats.validate()?;
+        if self.local_only() {
+            // No NATS: check the other [nats] keys with a placeholder URL.
+            let mut nats = self.nats.clone();
+            nats.url = "nats://127.0.0.1:4222".into();
+            nats.validate()?;
+        } else {
+            self.nats.validate()?;
+        }
         let s = &self.spool;
         if s.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(ConfigError::invalid(
@@ -115,7 +216,26 @@ impl Validate for AgentConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", format!("not a valid filter: {e}")));
         }
-        Ok(())
+        let k = &self.socket;
+        let path_len = k.path.as_os_str().len();
+        if path_len > MAX_SOCKET_PATH {
+            return Err(ConfigError::invalid(
+                "socket.path",
+                format!("{path_len} bytes long; a Unix socket path holds at most {MAX_SOCKET_PATH}"),
+            ));
+        }
+        if path_len > 0 && k.path.file_name().is_none() {
+            return Err(ConfigError::invalid("socket.path", "must name a file"));
+        }
+        k.mode_bits()?;
+        k.gid()?;
+        if !(1..=1_000_000).contains(&k.client_buffer) {
+            return Err(ConfigError::invalid("socket.client_buffer", "must be between 1 and 1000000"));
+        }
+        if !(1..=10_000).contains(&k.max_clients) {
+            return Err(ConfigError::invalid("socket.max_clients", "must be between 1 and 10000"));
+        }
+        secmon_fim::config::validate(&self.watches, &self.fim)
     }
 }
 
@@ -127,6 +247,11 @@ impl AgentConfig {
         } else {
             self.agent.name.clone()
         }
+    }
+
+    /// True when `[nats] url` is empty: no NATS at all, events go to the socket only.
+    pub fn local_only(&self) -> bool {
+        self.nats.url.trim().is_empty()
     }
 
     /// Dotted keys (`agent.heartbeat_interval`) whose values differ between `self`
@@ -200,6 +325,106 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn watches_fim_and_socket_sections() {
+        let c = parse(
+            "[[watches]]\npath = \"/etc/ssh\"\ndescription = \"SSH daemon configuration\"\nenabled = true\nrecursive = true\n\n\
+             [[watches]]\npath = \"/root/.ssh\"\naccess = true\n\n\
+             [fim]\nbackend = \"inotify\"\n\n\
+             [socket]\npath = \"/run/secmon/agent.sock\"\nformat = \"flat\"\nmode = \"0640\"\ngroup = \"0\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.watches.len(), 2);
+        assert_eq!(c.watches[0].path, PathBuf::from("/etc/ssh"));
+        assert_eq!(c.watches[0].description, "SSH daemon configuration");
+        assert!(c.watches[0].enabled && c.watches[0].recursive && !c.watches[0].access);
+        assert!(c.watches[1].access);
+        assert_eq!(c.fim.backend, secmon_fim::BackendChoice::Inotify);
+        assert_eq!(c.socket.format, SocketFormat::Flat);
+        assert_eq!(c.socket.mode_bits().unwrap(), 0o640);
+        assert_eq!(c.socket.gid().unwrap(), Some(0));
+        assert_eq!(c.socket.client_buffer, 4096);
+        assert_eq!(c.socket.max_clients, 64);
+        let d = AgentConfig::default();
+        assert_eq!(d.socket.path, PathBuf::new(), "no socket unless configured");
+        assert_eq!(d.socket.mode_bits().unwrap(), 0o660);
+        assert_eq!(d.socket.gid().unwrap(), None);
+        assert!(d.watches.is_empty());
+    }
+
+    #[test]
+    fn group_names_resolve() {
+        let root = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(0)).unwrap().unwrap().name;
+        let c = parse(&format!("[socket]\ngroup = \"{root}\"\n")).unwrap();
+        assert_eq!(c.socket.gid().unwrap(), Some(0));
+    }
+
+    #[test]
+    fn empty_nats_url_means_local_only() {
+        let c = parse("[nats]\nurl = \"\"\n").unwrap();
+        assert!(c.local_only());
+        assert!(!AgentConfig::default().local_only());
+        // The other [nats] keys are still checked.
+        let e = parse("[nats]\nurl = \"\"\nsubject_prefix = \"a..b\"\n").unwrap_err().to_string();
+        assert!(e.contains("nats.subject_prefix"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_reach_the_new_sections() {
+        let env: BTreeMap<String, String> = [
+            ("SECMON_SOCKET_PATH", "/tmp/x.sock"),
+            ("SECMON_SOCKET_CLIENT_BUFFER", "16"),
+            ("SECMON_FIM_SCAN_INTERVAL", "0s"),
+            ("SECMON_NATS_URL", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c: AgentConfig = secmon_config::from_str_with_env("", Path::new("agent.toml"), &env).unwrap();
+        assert_eq!(c.socket.path, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(c.socket.client_buffer, 16);
+        assert_eq!(c.fim.scan_interval, Duration::ZERO);
+        assert!(c.local_only());
+    }
+
+    #[test]
+    fn bad_new_values_name_the_key() {
+        let long = format!("/{}", "a".repeat(120));
+        for (text, key) in [
+            ("[socket]\nmode = \"rw\"\n".to_owned(), "socket.mode"),
+            ("[socket]\nmode = \"01777\"\n".to_owned(), "socket.mode"),
+            ("[socket]\nmode = \"\"\n".to_owned(), "socket.mode"),
+            ("[socket]\ngroup = \"no-such-group-xyz\"\n".to_owned(), "socket.group"),
+            ("[socket]\nformat = \"xml\"\n".to_owned(), "socket.format"),
+            ("[socket]\nclient_buffer = 0\n".to_owned(), "socket.client_buffer"),
+            ("[socket]\nmax_clients = 0\n".to_owned(), "socket.max_clients"),
+            (format!("[socket]\npath = \"{long}\"\n"), "socket.path"),
+            ("[socket]\npath = \"/run/secmon/..\"\n".to_owned(), "socket.path"),
+            ("[[watches]]\npath = \"etc\"\n".to_owned(), "watches[0].path"),
+            (
+                "[[watches]]\npath = \"/etc\"\n[[watches]]\npath = \"/x\"\nignore = [\"[\"]\n".to_owned(),
+                "watches[1].ignore",
+            ),
+            ("[[watches]]\npath = \"/etc\"\nrecursiv = true\n".to_owned(), "recursiv"),
+            ("[fim]\nhash_workers = 0\n".to_owned(), "fim.hash_workers"),
+            ("[fim]\nbackend = \"kqueue\"\n".to_owned(), "fim.backend"),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn watch_changes_need_a_restart_and_change_the_digest() {
+        let a = AgentConfig::default();
+        let mut b = a.clone();
+        b.watches.push(secmon_fim::WatchConfig { path: "/etc".into(), ..Default::default() });
+        b.socket.path = "/run/x.sock".into();
+        assert_eq!(a.changed_keys(&b), vec!["socket.path", "watches"]);
+        assert!(!LIVE_KEYS.contains(&"watches") && !LIVE_KEYS.contains(&"socket.path"));
+        assert_ne!(secmon_config::digest(&a), secmon_config::digest(&b));
     }
 
     #[test]

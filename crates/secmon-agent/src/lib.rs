@@ -2,9 +2,13 @@
 //! whose [`Emitter`] is the one entry every sensor uses.
 //!
 //! Data path: `Emitter::emit` → bounded channel → spool writer (assigns the sequence
-//! number, appends to the on-disk spool) → publisher (JetStream, in order, message
-//! id = event id). Control path: registration on every (re)connect, heartbeats,
-//! commands on `<prefix>.cmd.<id>`, shutdown notice.
+//! number, appends to the on-disk spool, hands the event to the local socket) →
+//! publisher (JetStream, in order, message id = event id). Control path: registration
+//! on every (re)connect, heartbeats, commands on `<prefix>.cmd.<id>`, shutdown notice.
+//!
+//! Local-only mode (`[nats] url = ""`): no uplink at all; the spool still gives ids
+//! and sequence numbers, the socket still streams, and a drain task acknowledges what
+//! was written so the spool never fills.
 //!
 //! Invariants: every event goes through the spool; the spool writer is the only
 //! place that gives sequence numbers; the agent publishes only under
@@ -13,10 +17,14 @@
 
 pub mod commands;
 pub mod config;
+pub mod default_config;
+mod fim_sensor;
+pub mod flat;
 pub mod host_facts;
 pub mod identity;
 mod pipeline;
 mod publisher;
+pub mod socket;
 pub mod spool;
 mod uplink;
 
@@ -63,6 +71,8 @@ pub enum AgentError {
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
 }
 
 /// Why a reload was refused; the running config is kept.
@@ -100,7 +110,12 @@ pub(crate) struct Shared {
     pub(crate) reregister: Notify,
     pub(crate) spool: pipeline::SharedSpool,
     pub(crate) emitter: Emitter,
-    pub(crate) sensors: Vec<String>,
+    sensors: Vec<String>,
+    /// The local event socket, when `[socket] path` is set.
+    socket: Option<Arc<socket::SocketHub>>,
+    fim: fim_sensor::FimSlot,
+    /// `[nats] url` is empty: no uplink.
+    local_only: bool,
     log_level_hook: Option<LogLevelHook>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -108,6 +123,15 @@ pub(crate) struct Shared {
 impl Shared {
     fn effective(&self) -> AgentConfig {
         self.effective.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The sensors running now, for registration and `status`.
+    pub(crate) fn sensors(&self) -> Vec<String> {
+        let mut s = self.sensors.clone();
+        if self.fim.running() {
+            s.push("fim".into());
+        }
+        s
     }
 
     pub(crate) fn config_digest(&self) -> String {
@@ -133,7 +157,7 @@ impl Shared {
             "version": VERSION,
             "started_at": self.started_at,
             "uptime_secs": self.started.elapsed().as_secs(),
-            "sensors": self.sensors,
+            "sensors": self.sensors(),
             "queues": {
                 "channel_depth": self.emitter.channel_depth(),
                 "channel_capacity": CHANNEL_CAPACITY,
@@ -144,7 +168,12 @@ impl Shared {
             },
             "config_digest": self.config_digest(),
             "heartbeat_interval_ms": self.heartbeat_interval.borrow().as_millis() as u64,
-            "nats": { "connected": self.conns.borrow().as_ref().is_some_and(uplink::Conn::connected) },
+            "nats": {
+                "connected": self.conns.borrow().as_ref().is_some_and(uplink::Conn::connected),
+                "local_only": self.local_only,
+            },
+            "socket": self.socket.as_ref().map_or(Value::Null, |s| s.status()),
+            "fim": self.fim.status(),
             "last_seq": self.spool.last_seq(),
         })
     }
@@ -196,12 +225,14 @@ impl Shared {
 pub struct Agent;
 
 impl Agent {
-    /// Creates or loads the identity, opens the spool, starts the NATS link (which
-    /// keeps retrying in the background: the agent runs and spools while NATS is
-    /// down) and the agent's tasks, and emits `agent`/`started`.
+    /// Creates or loads the identity, opens the spool and the event socket, starts
+    /// the NATS link (which keeps retrying in the background: the agent runs and
+    /// spools while NATS is down; none in local-only mode) and the agent's tasks,
+    /// emits `agent`/`started`, then starts file integrity monitoring when configured.
     pub async fn start(config: AgentConfig, opts: AgentOptions) -> Result<AgentHandle, AgentError> {
         let state_dir = config.agent.state_dir.clone();
-        let (identity, lock, spool) = tokio::task::spawn_blocking({
+        let local_only = config.local_only();
+        let (identity, lock, mut spool) = tokio::task::spawn_blocking({
             let config = config.clone();
             move || -> Result<_, AgentError> {
                 let identity = Identity::load_or_create(&state_dir)?;
@@ -222,17 +253,40 @@ impl Agent {
         let agent_id = identity.agent_id.clone();
         let name = config.effective_name();
         let subjects = Subjects::new(config.nats.subject_prefix.clone());
+        spool.set_auto_ack(local_only);
+        let socket_server = if config.socket.path.as_os_str().is_empty() {
+            None
+        } else {
+            let server = socket::SocketServer::start(&config.socket)?;
+            let hub = server.hub.clone();
+            spool.set_tap(Box::new(move |env, json| hub.publish(env, json)));
+            Some(server)
+        };
         // The link keeps trying in the background: the agent runs, and spools, while
         // NATS is down.
         let (conn_tx, conns) = watch::channel(None);
         let (stop_link, link_rx) = watch::channel(false);
-        let link = tokio::spawn(uplink::run_connection(
-            config.nats.clone(),
-            format!("secmon-agent {name}"),
-            Subjects::agent_inbox_prefix(&agent_id),
-            conn_tx,
-            link_rx,
-        ));
+        let link = if local_only {
+            tracing::warn!(
+                socket = %config.socket.path.display(),
+                "LOCAL-ONLY MODE: [nats] url is empty, so there is no NATS uplink (no registration, \
+                 heartbeats or commands); events are numbered in the spool, streamed to the local \
+                 socket, and then discarded"
+            );
+            if socket_server.is_none() {
+                tracing::warn!("local-only mode without [socket] path: events are recorded nowhere");
+            }
+            drop(conn_tx);
+            None
+        } else {
+            Some(tokio::spawn(uplink::run_connection(
+                config.nats.clone(),
+                format!("secmon-agent {name}"),
+                Subjects::agent_inbox_prefix(&agent_id),
+                conn_tx,
+                link_rx,
+            )))
+        };
 
         let (emitter, rx) = Emitter::new();
         let spool = pipeline::SharedSpool::new(spool);
@@ -253,6 +307,9 @@ impl Agent {
             spool: spool.clone(),
             emitter: emitter.clone(),
             sensors: opts.sensors,
+            socket: socket_server.as_ref().map(|s| s.hub.clone()),
+            fim: fim_sensor::FimSlot::new(),
+            local_only,
             log_level_hook: opts.log_level_hook,
             reload_lock: tokio::sync::Mutex::new(()),
         });
@@ -261,42 +318,84 @@ impl Agent {
         let (stop_publisher, publisher_rx) = watch::channel(false);
         let writer =
             tokio::spawn(pipeline::run_writer(rx, spool.clone(), emitter.dropped_counter(), wake.clone()));
-        let publisher = tokio::spawn(
-            publisher::Publisher {
-                conns: conns.clone(),
-                spool,
-                subjects,
-                agent_id: agent_id.clone(),
-                wake,
-                ack_timeout: config.nats.request_timeout,
-                backoff_base: config.nats.reconnect_base_delay,
-                backoff_max: config.nats.reconnect_max_delay,
-                stop: publisher_rx,
-            }
-            .run(),
-        );
-        let control = tokio::spawn(uplink::run_control(shared.clone(), conns.clone(), control_rx.clone()));
-        let commands = tokio::spawn(commands::run_commands(shared.clone(), conns, control_rx));
+        let publisher = if local_only {
+            tokio::spawn(run_local_drain(spool, wake, publisher_rx))
+        } else {
+            tokio::spawn(
+                publisher::Publisher {
+                    conns: conns.clone(),
+                    spool,
+                    subjects,
+                    agent_id: agent_id.clone(),
+                    wake,
+                    ack_timeout: config.nats.request_timeout,
+                    backoff_base: config.nats.reconnect_base_delay,
+                    backoff_max: config.nats.reconnect_max_delay,
+                    stop: publisher_rx,
+                }
+                .run(),
+            )
+        };
         tracing::info!(agent_id = %agent_id, name = %name, version = VERSION, nats = %config.nats.url, "agent started");
         let started = shared.lifecycle("started", None);
         shared.emitter.emit_waiting(started, Duration::from_secs(1)).await;
+        // Started is in the spool (and past the socket) before start returns.
+        shared.emitter.flush(Duration::from_secs(2)).await;
+        // Before registration, so the sensors it lists include FIM.
+        shared.fim.start(&config, &shared.emitter, shared.config_digest()).await;
+        let (control, commands) = if local_only {
+            (None, None)
+        } else {
+            (
+                Some(tokio::spawn(uplink::run_control(shared.clone(), conns.clone(), control_rx.clone()))),
+                Some(tokio::spawn(commands::run_commands(shared.clone(), conns, control_rx))),
+            )
+        };
         Ok(AgentHandle {
             shared,
             stop_control,
             stop_publisher,
             stop_link,
+            socket: socket_server,
             tasks: Some(Tasks { writer, publisher, control, commands, link }),
             _lock: lock,
         })
     }
 }
 
+/// Local-only mode: acknowledges what the writer spooled (nothing publishes it), so
+/// the spool is empty between bursts; within a burst, the spool's auto-ack keeps it
+/// from filling.
+async fn run_local_drain(spool: pipeline::SharedSpool, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = spool.run(|s| s.ack_all()).await {
+            tracing::error!(error = %e, "local-only mode: cannot drain the spool");
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let drained = spool
+        .run(|s| {
+            s.ack_all()?;
+            s.persist_cursor()
+        })
+        .await;
+    if let Err(e) = drained {
+        tracing::error!(error = %e, "local-only mode: cannot persist the spool cursor");
+    }
+}
+
 struct Tasks {
     writer: JoinHandle<()>,
+    /// The JetStream publisher, or the local drain in local-only mode.
     publisher: JoinHandle<()>,
-    control: JoinHandle<()>,
-    commands: JoinHandle<()>,
-    link: JoinHandle<()>,
+    /// None in local-only mode, as are `commands` and `link`.
+    control: Option<JoinHandle<()>>,
+    commands: Option<JoinHandle<()>>,
+    link: Option<JoinHandle<()>>,
 }
 
 /// A running agent. Dropping it aborts its tasks without the shutdown sequence (as a
@@ -307,6 +406,7 @@ pub struct AgentHandle {
     stop_control: watch::Sender<bool>,
     stop_publisher: watch::Sender<bool>,
     stop_link: watch::Sender<bool>,
+    socket: Option<socket::SocketServer>,
     tasks: Option<Tasks>,
     _lock: identity::StateLock,
 }
@@ -359,17 +459,20 @@ impl AgentHandle {
         self.shared.reload().await
     }
 
-    /// Stops cleanly: stops heartbeats and commands, emits `agent`/`stopped`, lets
-    /// the publisher empty the spool for up to [`SHUTDOWN_FLUSH_TIMEOUT`], sends the
-    /// shutdown notice, and closes the spool. What was not published stays in the
-    /// spool for the next start.
+    /// Stops cleanly: stops heartbeats and commands, stops file integrity monitoring
+    /// (its last events are spooled), emits `agent`/`stopped`, lets the publisher
+    /// empty the spool for up to [`SHUTDOWN_FLUSH_TIMEOUT`], sends the shutdown notice,
+    /// closes the spool, then the event socket (clients get the last events, then
+    /// EOF). What was not published stays in the spool for the next start.
     pub async fn shutdown(mut self, reason: &str) {
         let tasks = self.tasks.take().expect("tasks present until shutdown");
         let shared = self.shared.clone();
         tracing::info!(reason, "agent stopping");
         let _ = self.stop_control.send(true);
-        let _ = tasks.control.await;
-        let _ = tasks.commands.await;
+        for t in [tasks.control, tasks.commands].into_iter().flatten() {
+            let _ = t.await;
+        }
+        shared.fim.stop().await;
 
         let stopped = shared.lifecycle("stopped", Some(reason.to_owned()));
         shared.emitter.emit_waiting(stopped, Duration::from_secs(1)).await;
@@ -388,13 +491,20 @@ impl AgentHandle {
             );
         }
 
-        send_shutdown_notice(&shared, reason).await;
+        if !shared.local_only {
+            send_shutdown_notice(&shared, reason).await;
+        }
         if !shared.emitter.stop_writer(Duration::from_secs(5)).await {
             tracing::error!("spool writer did not stop in time");
         }
         let _ = tasks.writer.await;
+        if let Some(socket) = self.socket.take() {
+            socket.stop().await;
+        }
         let _ = self.stop_link.send(true);
-        let _ = tasks.link.await;
+        if let Some(link) = tasks.link {
+            let _ = link.await;
+        }
         tracing::info!("agent stopped");
     }
 }
@@ -427,11 +537,11 @@ async fn send_shutdown_notice(shared: &Shared, reason: &str) {
 impl Drop for AgentHandle {
     fn drop(&mut self) {
         if let Some(t) = self.tasks.take() {
-            t.control.abort();
-            t.commands.abort();
+            for task in [t.control, t.commands, t.link].into_iter().flatten() {
+                task.abort();
+            }
             t.publisher.abort();
             t.writer.abort();
-            t.link.abort();
         }
     }
 }

@@ -1,11 +1,13 @@
-//! `secmon-agent --config PATH`: loads the config, starts the agent, and maps signals:
-//! SIGTERM/SIGINT stop it cleanly, SIGHUP reloads the config.
+//! `secmon-agent [--config PATH]`: loads the config (writing the commented default one
+//! first when there is none), starts the agent, and maps signals: SIGTERM/SIGINT stop
+//! it cleanly, SIGHUP reloads the config.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use secmon_agent::default_config::{self, DEFAULT_PATH};
 use secmon_agent::{Agent, AgentConfig, AgentOptions, LogLevelHook};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -17,26 +19,41 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Config file (TOML). Without it, defaults apply; SECMON_<SECTION>_<KEY>
-    /// environment variables override either.
-    #[arg(long, short, value_name = "PATH")]
-    config: Option<PathBuf>,
+    /// Config file (TOML). When it does not exist, a commented default config is
+    /// written there first (directories created, mode 0640) and used.
+    /// SECMON_<SECTION>_<KEY> environment variables override its values.
+    #[arg(long, short, value_name = "PATH", default_value = DEFAULT_PATH)]
+    config: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config: AgentConfig = match &args.config {
-        Some(p) => secmon_config::load(Some(p)).with_context(|| format!("bad config {}", p.display()))?,
-        None => secmon_config::load(None).context("bad config (defaults and SECMON_* variables)")?,
-    };
+    let path = &args.config;
+    let wrote = default_config::write_if_missing(path).with_context(|| {
+        format!(
+            "no config file at {} and the default one cannot be written there; \
+             create it, or pass --config PATH",
+            path.display()
+        )
+    })?;
+    let config: AgentConfig =
+        secmon_config::load(Some(path)).with_context(|| format!("bad config {}", path.display()))?;
     let log_level_hook = init_tracing(&config.log.level)?;
+    if wrote {
+        tracing::info!(
+            path = %path.display(),
+            "no config file found: wrote the default configuration there and starting with it"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime
-        .block_on(run(config, AgentOptions { config_path: args.config, sensors: Vec::new(), log_level_hook }))
+    runtime.block_on(run(
+        config,
+        AgentOptions { config_path: Some(args.config), sensors: Vec::new(), log_level_hook },
+    ))
 }
 
 async fn run(config: AgentConfig, opts: AgentOptions) -> anyhow::Result<()> {

@@ -30,7 +30,8 @@ pub(crate) enum Item {
     Stop(oneshot::Sender<()>),
 }
 
-/// The one entry point for sensors: cheap to clone, never blocks.
+/// The one entry point for sensors: cheap to clone; `emit` never blocks (a sensor on
+/// its own thread that must not lose events uses `emit_blocking`).
 #[derive(Clone)]
 pub struct Emitter {
     tx: mpsc::Sender<Item>,
@@ -78,6 +79,21 @@ impl Emitter {
 
     pub fn emit_draft(&self, draft: EventDraft) -> bool {
         match self.tx.try_send(Item::Event(draft)) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Queues an event from a thread that may block (a sensor's own thread, never an
+    /// async task), waiting for room however long it takes: for sensors whose events
+    /// must not be dropped (file integrity monitoring), so a burst is back-pressure on
+    /// the sensor instead of a loss. Returns false (and counts it) only when the agent
+    /// has stopped.
+    pub fn emit_blocking(&self, draft: EventDraft) -> bool {
+        match self.tx.blocking_send(Item::Event(draft)) {
             Ok(()) => true,
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);

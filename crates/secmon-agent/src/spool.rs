@@ -148,6 +148,12 @@ struct Segment {
     size: u64,
 }
 
+/// Sees every event the spool stores, right after it is written: the envelope and its
+/// encoded JSON (the local event socket broadcasts from here, so what it shows carries
+/// the event's id and sequence number). Runs under the spool's lock: it must be quick
+/// and must not block.
+pub type Tap = Box<dyn Fn(&Envelope, &[u8]) + Send>;
+
 /// The spool. Not internally synchronized: the agent shares it behind a mutex between
 /// the writer task (appends) and the publisher (reads, acknowledgements).
 #[derive(Debug)]
@@ -174,6 +180,18 @@ pub struct Spool {
     unsynced: bool,
     cursor_dirty: bool,
     cursor_persisted_at: Instant,
+    tap: TapSlot,
+    /// Local-only mode: written records count as acknowledged (nothing publishes them).
+    auto_ack: bool,
+}
+
+#[derive(Default)]
+struct TapSlot(Option<Tap>);
+
+impl std::fmt::Debug for TapSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(Tap)" } else { "None" })
+    }
 }
 
 impl Spool {
@@ -255,6 +273,8 @@ impl Spool {
             unsynced: false,
             cursor_dirty: saved_cursor != Some(cursor),
             cursor_persisted_at: Instant::now(),
+            tap: TapSlot::default(),
+            auto_ack: false,
         };
         tracing::debug!(dir = %dir.display(), depth, disk_bytes, last_seq, "spool opened");
         Ok(spool)
@@ -265,6 +285,11 @@ impl Spool {
     /// Losses not yet reported are reported first, so the `event_loss` event sits
     /// where the gap is.
     pub fn append(&mut self, draft: EventDraft) -> Appended {
+        if self.auto_ack
+            && let Err(e) = self.ack_all()
+        {
+            tracing::error!(error = %e, "cannot free acknowledged spool segments");
+        }
         if !self.report_losses() {
             return self.drop_event(LossReason::SpoolFull);
         }
@@ -356,6 +381,9 @@ impl Spool {
         self.depth += 1;
         self.last_seq = seq;
         self.unsynced = true;
+        if let Some(tap) = &self.tap.0 {
+            tap(&env, &json);
+        }
         Ok(seq)
     }
 
@@ -509,6 +537,27 @@ impl Spool {
             self.report_losses();
         }
         Ok(())
+    }
+
+    /// Acknowledges everything written so far, without reading it: the local-only mode
+    /// (no NATS) has nobody to publish to, and this keeps the spool from filling.
+    pub fn ack_all(&mut self) -> Result<(), SpoolError> {
+        let last = *self.segments.back().expect("write segment");
+        let end = Position { segment: last.id, offset: last.size };
+        let depth = self.depth;
+        self.ack(end, depth)
+    }
+
+    /// Local-only mode: every append first acknowledges what was written before it, so
+    /// the spool holds at most the write segment and never fills, however large a
+    /// burst is.
+    pub fn set_auto_ack(&mut self, on: bool) {
+        self.auto_ack = on;
+    }
+
+    /// Installs the [`Tap`] that sees every stored event.
+    pub fn set_tap(&mut self, tap: Tap) {
+        self.tap = TapSlot(Some(tap));
     }
 
     /// Writes the cursor file when it changed. [`Spool::ack`] does it at most every

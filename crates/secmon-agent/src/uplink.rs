@@ -222,7 +222,7 @@ async fn register(shared: &Shared, conn: &Conn) -> Result<RegisterReply, Registe
         agent_version: crate::VERSION.into(),
         host: crate::host_facts::collect(),
         started_at: shared.started_at,
-        sensors: shared.sensors.clone(),
+        sensors: shared.sensors(),
         config_digest: shared.config_digest(),
         heartbeat_interval_ms: shared.heartbeat_interval.borrow().as_millis() as u64,
         last_seq: shared.spool.last_seq(),

@@ -73,11 +73,14 @@ async fn example_config_runs_and_sigterm_stops_with_a_shutdown_notice() {
     let notice = next_notice(&mut notices, dir.path()).await;
     assert_eq!(notice.agent_id, identity.agent_id);
     assert_eq!(notice.reason, "SIGTERM");
-    let status = agent.wait_timeout(Duration::from_secs(10)).expect("agent exits after SIGTERM");
+    let status = agent.wait_timeout(Duration::from_secs(20)).expect("agent exits after SIGTERM");
     assert!(status.success(), "exit status {status}; log:\n{}", log_of(dir.path()));
-    // started and stopped, both published before the notice.
-    assert_eq!(notice.last_seq, 2);
-    assert_eq!(stream_len(&client).await, 2);
+    // Everything (started, FIM's baseline notice, stopped) published before the notice.
+    let stored = stored_events(&client).await;
+    assert_eq!(notice.last_seq, stored.len() as u64, "log:\n{}", log_of(dir.path()));
+    assert_eq!(stored.first().unwrap().envelope.activity, "started");
+    assert_eq!(stored.last().unwrap().envelope.activity, "stopped");
+    assert!(!dir.path().join("secmon-agent.sock").exists(), "the example's socket is removed at exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +140,57 @@ fn bad_config_fails_at_start_naming_the_key() {
             "{text:?}: stderr does not name {key}:\n{stderr}"
         );
     }
-    let out = Command::new(BIN).args(["--config", "/nonexistent/agent.toml"]).output().unwrap();
+    // A missing config that cannot be written (its "directory" is a file).
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let path = dir.path().join("file/agent.toml");
+    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains("--config"), "{stderr}");
+}
+
+#[test]
+fn default_config_path_is_documented() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/etc/secmon/agent.toml"));
+}
+
+/// A missing config file is written from the template and used. The template's
+/// paths are production ones; the test points them at temp dirs through SECMON_*
+/// overrides (its watches stay the real system paths, read-only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_config_is_written_from_the_template_and_used() {
+    if !secmon_testkit::require_root("a_missing_config_is_written_from_the_template_and_used") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etc/secmon/agent.toml");
+    let sock = dir.path().join("agent.sock");
+    let state = dir.path().join("state");
+    let mut agent = spawn(
+        &["--config", path.to_str().unwrap()],
+        dir.path(),
+        &[
+            ("SECMON_NATS_URL", ""),
+            ("SECMON_AGENT_STATE_DIR", state.to_str().unwrap()),
+            ("SECMON_SOCKET_PATH", sock.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || sock.exists()).await,
+        "the socket never appeared; log:\n{}",
+        log_of(dir.path())
+    );
+    let written = std::fs::read_to_string(&path).expect("the config was written");
+    assert_eq!(written, secmon_agent::default_config::TEMPLATE);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+    assert!(state.join("identity.json").exists(), "the state dir override applies");
+    let log = log_of(dir.path());
+    assert!(log.contains("wrote the default configuration"), "{log}");
+    assert!(log.contains("LOCAL-ONLY MODE"), "{log}");
+
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_timeout(Duration::from_secs(30)).expect("agent exits after SIGTERM");
+    assert!(status.success(), "exit status {status}; log:\n{}", log_of(dir.path()));
 }

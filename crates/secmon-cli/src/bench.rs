@@ -3,6 +3,7 @@
 //! (see [`harness`]), with simulated agents ([`sim`]). Figures go to BENCHMARKS.md.
 
 mod command;
+mod fim;
 mod fleet;
 mod harness;
 mod ingest;
@@ -34,16 +35,32 @@ enum BenchCmd {
     /// Status tracking of a large fleet: all active, some go silent, exactly those
     /// become disconnected, then come back.
     Fleet(fleet::FleetArgs),
+    /// FIM start-up baseline of a generated tree, against AIDE on the same tree.
+    FimScan(fim::ScanArgs),
+    /// FIM latency from a write to its event on the agent's socket.
+    FimLatency(fim::LatencyArgs),
+    /// FIM agent RSS and CPU, idle with 10 watches and during a file burst.
+    FimLoad(fim::LoadArgs),
 }
 
 pub fn run(a: BenchArgs, g: &Global) -> anyhow::Result<()> {
     init_logging();
+    // The FIM benches drive a real agent process; they need no runtime here.
+    let cmd = match a.cmd {
+        BenchCmd::FimScan(s) => return fim::scan(s, g.json),
+        BenchCmd::FimLatency(l) => return fim::latency(l, g.json),
+        BenchCmd::FimLoad(l) => return fim::load(l, g.json),
+        other => other,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        match a.cmd {
+        match cmd {
             BenchCmd::Ingest(i) => ingest::run(i, g.json).await,
             BenchCmd::Command(c) => command::run(c, g.json).await,
             BenchCmd::Fleet(f) => fleet::run(f, g.json).await,
+            BenchCmd::FimScan(_) | BenchCmd::FimLatency(_) | BenchCmd::FimLoad(_) => {
+                unreachable!("run above")
+            }
         }
     })
 }

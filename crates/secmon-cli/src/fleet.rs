@@ -66,6 +66,15 @@ pub struct CommandArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct EventsArgs {
+    /// Stream this host's events from the agent's local socket (e.g.
+    /// /run/secmon/agent.sock) until the agent closes it, instead of asking the
+    /// manager; with --json, the agent's lines unchanged.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["agent", "class", "since", "until", "limit", "offset", "asc", "follow"]
+    )]
+    pub socket: Option<std::path::PathBuf>,
     /// Only events of this agent.
     #[arg(long)]
     pub agent: Option<String>,
@@ -310,6 +319,10 @@ fn event_row(e: &Value) -> Vec<String> {
 const EVENT_HEADERS: [&str; 7] = ["TIME", "AGENT", "CLASS", "ACTIVITY", "SEVERITY", "SEQ", "PAYLOAD"];
 
 pub fn events(a: EventsArgs, g: &Global) -> anyhow::Result<()> {
+    if let Some(path) = &a.socket {
+        let output = if g.json { secmon_client::Output::Json } else { secmon_client::Output::Pretty };
+        return Ok(secmon_client::follow(path, output, &mut std::io::stdout().lock())?);
+    }
     let api = ApiClient::new(&g.api);
     if a.follow {
         return follow(&api, a, g);

@@ -17,7 +17,11 @@ fn a_live_child_is_described() {
     let pid = child.pid();
     // exe and cmdline are set once the child has exec'ed sleep.
     let exe_now = || std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || exe_now().file_name().is_some_and(|n| n == "sleep")));
+    // The exe link switches before the new arguments are in place: wait for both.
+    let args_now = || std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(10), || {
+        exe_now().file_name().is_some_and(|n| n == "sleep") && args_now().starts_with(b"sleep\0")
+    }));
     let info = process_info(pid);
     assert!(!info.exited);
     assert_eq!(info.pid, pid);

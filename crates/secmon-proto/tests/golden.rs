@@ -116,10 +116,20 @@ fn golden_file_event() {
         event_type: "FileModify".into(),
         detector: Some("ssh".into()),
         description: "authorized_keys modified by vim (pid 4242, uid 1000)".into(),
-        before: Some(state(96, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", 1_794_999_000.5)),
-        after: Some(state(192, "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752", 1_795_000_000.25)),
+        before: Some(state(
+            96,
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            1_794_999_000.5,
+        )),
+        after: Some(state(
+            192,
+            "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+            1_795_000_000.25,
+        )),
         changes: vec!["size".into(), "mtime".into(), "ctime".into(), "hash".into()],
-        diff: Some("--- a\n+++ b\n@@ -1 +1,2 @@\n ssh-ed25519 AAAA alice\n+ssh-ed25519 BBBB mallory\n".into()),
+        diff: Some(
+            "--- a\n+++ b\n@@ -1 +1,2 @@\n ssh-ed25519 AAAA alice\n+ssh-ed25519 BBBB mallory\n".into(),
+        ),
         diff_truncated: false,
         process: Some(payload::ProcessInfo {
             pid: 4242,

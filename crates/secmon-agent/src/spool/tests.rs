@@ -221,3 +221,72 @@ fn oversize_event_is_dropped_and_counted() {
     assert_eq!(env.payload, json!({"lost": 1, "reason": "oversize"}));
     assert_eq!(seqs(&evs), vec![1, 2]);
 }
+
+#[test]
+fn ack_all_empties_the_spool_without_reading_and_keeps_the_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = open(tmp.path(), SMALL);
+    append_n(&mut s, 1..=200);
+    assert!(s.segment_count() > 3);
+    s.ack_all().unwrap();
+    assert_eq!(s.stats().depth, 0);
+    assert_eq!(s.segment_count(), 1, "acknowledged segments are deleted");
+    assert!(s.read_batch(10).unwrap().is_empty());
+    append_n(&mut s, 201..=205);
+    assert_eq!(seqs(&read_all(&mut s)), (201..=205).collect::<Vec<_>>());
+    s.ack_all().unwrap();
+    s.close().unwrap();
+    drop(s);
+    let mut s = open(tmp.path(), SMALL);
+    assert_eq!(s.stats().depth, 0, "the cursor was persisted");
+    append_n(&mut s, 206..=206);
+    assert_eq!(s.last_seq(), 206);
+}
+
+#[test]
+fn the_tap_sees_every_stored_event_with_its_seq_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(u64, Vec<u8>)>>>;
+    let seen: Seen = Default::default();
+    let mut s = open(tmp.path(), SpoolOptions { max_bytes: 8192, segment_bytes: 4096 });
+    let tap_seen = seen.clone();
+    s.set_tap(Box::new(move |env, json| tap_seen.lock().unwrap().push((env.seq, json.to_vec()))));
+    append_n(&mut s, 1..=3);
+    // Fill the spool: dropped events never reach the tap; the loss report does.
+    let mut stored = 3;
+    while let Appended::Stored { .. } = s.append(draft(0)) {
+        stored += 1;
+    }
+    let evs = read_all(&mut s);
+    ack_all(&mut s, &evs);
+    s.append(draft(1));
+    let seen = seen.lock().unwrap();
+    let tapped: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        tapped,
+        (1..=stored + 2).collect::<Vec<_>>(),
+        "stored events, then event_loss, then the new one"
+    );
+    for (i, (seq, json)) in seen.iter().enumerate() {
+        let env: Envelope = decode(json, DEFAULT_MAX_EVENT_BYTES).unwrap();
+        assert_eq!(env.seq, *seq);
+        if i as u64 == stored {
+            assert_eq!(env.activity, "event_loss");
+        }
+    }
+}
+
+#[test]
+fn auto_ack_never_fills_the_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = open(tmp.path(), SpoolOptions { max_bytes: 8192, segment_bytes: 4096 });
+    s.set_auto_ack(true);
+    append_n(&mut s, 1..=2000);
+    assert_eq!(s.stats().dropped, 0);
+    assert!(s.stats().bytes <= 8192);
+    assert_eq!(s.last_seq(), 2000);
+    s.close().unwrap();
+    drop(s);
+    let s = open(tmp.path(), SMALL);
+    assert!(s.stats().depth <= 1, "what was written before the last append is acknowledged");
+}

@@ -2,6 +2,8 @@
 //! (the manager creates it in production), and readers for what reached JetStream.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod lines;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,16 @@ pub fn config(nats_url: &str, state_dir: &Path) -> AgentConfig {
     c.nats.reconnect_max_delay = Duration::from_millis(300);
     c.nats.connect_timeout = Duration::from_secs(1);
     c.nats.request_timeout = Duration::from_secs(1);
+    c
+}
+
+/// A local-only config (no NATS) with the event socket at `<dir>/agent.sock` and the
+/// state in `<dir>/state`.
+pub fn local_config(dir: &Path) -> AgentConfig {
+    let mut c = config("", &dir.join("state"));
+    c.socket.path = dir.join("agent.sock");
+    // No FIM unless a test asks for it (a host with a camera would start it).
+    c.fim.camera_paths.clear();
     c
 }
 

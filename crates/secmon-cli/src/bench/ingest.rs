@@ -316,7 +316,10 @@ fn sample_event(agent: &SimAgent, seq: u64) -> Envelope {
         event_type: "FileModify".into(),
         detector: None,
         before: Some(state(4096, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")),
-        after: Some(state(4096 + seq % 1024, "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752")),
+        after: Some(state(
+            4096 + seq % 1024,
+            "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+        )),
         changes: vec!["size".into(), "mtime".into(), "ctime".into(), "hash".into()],
         diff: None,
         diff_truncated: false,
