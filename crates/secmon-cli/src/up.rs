@@ -317,6 +317,11 @@ async fn start(stack: &mut Stack, st: &StackSettings, bins: &Binaries) -> anyhow
     let cli_api =
         if st.api_listen.to_string() == "127.0.0.1:8080" { String::new() } else { format!(" --api {api}") };
     say(format!("try: curl {api}/api/agents   or   {} agents{cli_api}", cli_name()));
+    say(format!(
+        "file changes under /etc, live: {} events --socket {}",
+        cli_name(),
+        st.agent_socket_path().display()
+    ));
     say("local development mode: NATS and the API are unauthenticated; keep them on this machine");
     say("Ctrl-C stops everything");
     Ok(())

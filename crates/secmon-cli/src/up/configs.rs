@@ -35,6 +35,11 @@ impl StackSettings {
         self.data_dir.join("manager")
     }
 
+    /// The agent's local event socket: `secmon events --socket <this>`.
+    pub fn agent_socket_path(&self) -> PathBuf {
+        self.data_dir.join("agent.sock")
+    }
+
     pub fn agent_state_dir(&self) -> PathBuf {
         self.data_dir.join("agent")
     }
@@ -75,6 +80,15 @@ impl StackSettings {
                 ]),
             ),
             ("log", table([("level", s(&self.log_level))])),
+            ("socket", table([("path", path(&self.agent_socket_path()))])),
+            (
+                "watches",
+                Value::Array(vec![table([
+                    ("path", s("/etc")),
+                    ("description", s("system configuration (secmon up)")),
+                    ("recursive", Value::Boolean(true)),
+                ])]),
+            ),
         ]);
         render("secmon-agent", doc)
     }
