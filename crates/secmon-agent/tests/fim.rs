@@ -221,3 +221,89 @@ async fn the_agent_binary_reports_a_new_file_on_the_socket_and_to_jetstream() {
         "{log}"
     );
 }
+
+/// Under fanotify, the agent names the process that wrote: the test's own child,
+/// by pid, executable and command line, with its user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanotify_names_the_child_process_that_wrote() {
+    if !secmon_testkit::require_root("fanotify who-data") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("watched");
+    std::fs::create_dir(&watched).unwrap();
+    let mut cfg = local_config(dir.path());
+    cfg.fim.backend = secmon_fim::BackendChoice::Fanotify;
+    cfg.watches = vec![watch(&watched)];
+    let agent = start(cfg).await;
+    assert_eq!(agent.status()["fim"]["backend"], "fanotify", "{}", agent.status());
+    let mut client = Lines::connect(&dir.path().join("agent.sock"));
+    wait_until_clients(&agent, 1).await;
+
+    let file = watched.join("written-by-child.txt");
+    // The child writes, then stays alive so its /proc entry can be compared.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("echo secret > \"$1\"; sleep 10")
+        .arg("who-data-writer")
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let v = client.until(WAIT, |v| is_created(v, &file)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let p = &v["payload"]["process"];
+    assert_eq!(p["pid"], pid, "{v}");
+    assert_eq!(p["exe"], exe.to_str().unwrap(), "{v}");
+    assert!(p["cmdline"].as_str().unwrap_or_default().contains("written-by-child.txt"), "{v}");
+    assert_eq!(p["uid"], 0, "{v}");
+    assert_eq!(p["user"], "root", "{v}");
+    assert!(v["payload"]["description"].as_str().unwrap().contains(&format!("pid {pid}")), "{v}");
+    agent.shutdown("test").await;
+}
+
+/// A character device configured as a camera path: opening it is `CameraAccess`,
+/// high, with the process that opened it, through the agent and its socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_camera_device_is_reported_with_the_process() {
+    if !secmon_testkit::require_root("mknod of a character device") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("video7");
+    nix::sys::stat::mknod(
+        &dev,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o660),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let mut cfg = local_config(dir.path());
+    cfg.fim.camera_paths = vec![format!("{}/video*", dir.path().display())];
+    let agent = start(cfg).await;
+    let mut client = Lines::connect(&dir.path().join("agent.sock"));
+    wait_until_clients(&agent, 1).await;
+
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3<\"$1\"; head -c 16 <&3 >/dev/null; sleep 10")
+        .arg("camera-user")
+        .arg(&dev)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let v = client
+        .until(WAIT, |v| v["class"] == "device" && v["payload"]["path"] == dev.to_str().unwrap())
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(v["activity"], "accessed", "{v}");
+    assert_eq!(v["severity"], "high", "{v}");
+    assert_eq!(v["payload"]["event_type"], "CameraAccess", "{v}");
+    assert_eq!(v["payload"]["detector"], "camera", "{v}");
+    assert_eq!(v["payload"]["process"]["pid"], pid, "{v}");
+    agent.shutdown("test").await;
+}
