@@ -295,9 +295,8 @@ async fn opening_a_camera_device_is_reported_with_the_process() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let v = client
-        .until(WAIT, |v| v["class"] == "device" && v["payload"]["path"] == dev.to_str().unwrap())
-        .await;
+    let v =
+        client.until(WAIT, |v| v["class"] == "device" && v["payload"]["path"] == dev.to_str().unwrap()).await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(v["activity"], "accessed", "{v}");
