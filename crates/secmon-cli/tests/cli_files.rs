@@ -3,56 +3,22 @@
 
 #[path = "../../secmon-manager/tests/api_support/mod.rs"]
 mod api_support;
-
-use std::process::{Command, Output};
+mod cli_support;
 
 use api_support::{SimAgent, Stack};
 use chrono::{Duration as Age, Utc};
+use cli_support::{cells, failure, ok_stdout};
 use secmon_proto::payload::{FileActivity, FileKind, FileState, ProcessInfo};
 use secmon_proto::{Envelope, EventClass, Severity};
 use serde_json::Value;
 
-fn secmon(api: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secmon"))
-        .arg("--api")
-        .arg(api)
-        .args(args)
-        .env_remove("SECMON_API")
-        .output()
-        .expect("run secmon")
-}
-
-fn ok_stdout(api: &str, args: &[&str]) -> String {
-    let out = secmon(api, args);
-    assert!(out.status.success(), "secmon {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn failure(api: &str, args: &[&str]) -> String {
-    let out = secmon(api, args);
-    assert!(!out.status.success(), "secmon {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr).unwrap()
-}
-
-/// Splits a table line into its cells (columns are separated by 2+ spaces).
-fn cells(line: &str) -> Vec<&str> {
-    line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()
-}
-
 fn state(size: u64, hash: &str, mode: u32) -> FileState {
     FileState {
-        kind: FileKind::File,
-        size,
         mode,
-        uid: 0,
-        gid: 0,
         mtime: 1_750_000_000.5,
         ctime: 1_750_000_000.5,
         inode: 131_075,
-        hash: Some(hash.into()),
-        hash_algo: Some("sha256".into()),
-        hash_skipped: None,
-        target: None,
+        ..FileState::sha256_file(size, hash)
     }
 }
 

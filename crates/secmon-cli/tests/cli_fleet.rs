@@ -3,43 +3,18 @@
 
 #[path = "../../secmon-manager/tests/api_support/mod.rs"]
 mod api_support;
+mod cli_support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use api_support::{Stack, WAIT};
+use cli_support::{cells, failure, ok_stdout};
 use secmon_proto::{AgentId, Envelope, EventClass, Severity};
 use secmon_testkit::ChildGuard;
 use serde_json::{Value, json};
-
-fn secmon(api: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secmon"))
-        .arg("--api")
-        .arg(api)
-        .args(args)
-        .env_remove("SECMON_API")
-        .output()
-        .expect("run secmon")
-}
-
-fn ok_stdout(api: &str, args: &[&str]) -> String {
-    let out = secmon(api, args);
-    assert!(out.status.success(), "secmon {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn failure(api: &str, args: &[&str]) -> String {
-    let out = secmon(api, args);
-    assert!(!out.status.success(), "secmon {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr).unwrap()
-}
-
-/// Splits a table line into its cells (columns are separated by 2+ spaces).
-fn cells(line: &str) -> Vec<&str> {
-    line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()
-}
 
 fn fleet() -> Stack {
     let mut s = Stack::start();

@@ -59,20 +59,7 @@ mod tests {
     use super::*;
 
     fn file(size: u64, hash: &str) -> FileState {
-        FileState {
-            kind: FileKind::File,
-            size,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            mtime: 10.0,
-            ctime: 10.0,
-            inode: 7,
-            hash: Some(hash.into()),
-            hash_algo: Some("sha256".into()),
-            hash_skipped: None,
-            target: None,
-        }
+        FileState { mtime: 10.0, ctime: 10.0, inode: 7, ..FileState::sha256_file(size, hash) }
     }
 
     #[test]

@@ -115,20 +115,7 @@ mod tests {
     use serde_json::json;
 
     fn state(size: u64, hash: &str) -> FileState {
-        FileState {
-            kind: FileKind::File,
-            size,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            mtime: 1.5,
-            ctime: 1.5,
-            inode: 42,
-            hash: Some(hash.into()),
-            hash_algo: Some("sha256".into()),
-            hash_skipped: None,
-            target: None,
-        }
+        FileState { mtime: 1.5, ctime: 1.5, inode: 42, ..FileState::sha256_file(size, hash) }
     }
 
     fn activity(path: &str, before: Option<FileState>, after: Option<FileState>) -> FileActivity {

@@ -118,6 +118,28 @@ pub struct FileState {
     pub target: Option<String>,
 }
 
+impl FileState {
+    /// A regular file, mode 0644, owned by root, with a sha256 `hash` and zero times
+    /// and inode: the common start of samples and test fixtures, which override what
+    /// they care about.
+    pub fn sha256_file(size: u64, hash: &str) -> Self {
+        Self {
+            kind: FileKind::File,
+            size,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            mtime: 0.0,
+            ctime: 0.0,
+            inode: 0,
+            hash: Some(hash.to_owned()),
+            hash_algo: Some("sha256".into()),
+            hash_skipped: None,
+            target: None,
+        }
+    }
+}
+
 /// A process as the agent saw it in `/proc` when the event arrived.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {

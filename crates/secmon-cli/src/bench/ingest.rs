@@ -293,18 +293,10 @@ fn sample_event(agent: &SimAgent, seq: u64) -> Envelope {
     // A real FIM payload, so the bench also pays for the manager's file-state upserts.
     let path = format!("/etc/secmon-bench/{}/file-{}.conf", agent.name, seq % 1000);
     let state = |size: u64, hash: &str| FileState {
-        kind: FileKind::File,
-        size,
-        mode: 0o100644,
-        uid: 0,
-        gid: 0,
         mtime: 1_795_000_000.0 + seq as f64,
         ctime: 1_795_000_000.0 + seq as f64,
         inode: 1000 + seq % 1000,
-        hash: Some(hash.to_owned()),
-        hash_algo: Some("sha256".into()),
-        hash_skipped: None,
-        target: None,
+        ..FileState::sha256_file(size, hash)
     };
     let payload = FileActivity {
         description: format!("{path} modified"),

@@ -137,18 +137,10 @@ impl SimAgent {
     pub fn event(&self, seq: u64) -> Envelope {
         let path = format!("/etc/file-{seq}");
         let state = |size: u64| FileState {
-            kind: FileKind::File,
-            size,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
             mtime: 1_750_000_000.0,
             ctime: 1_750_000_000.0,
             inode: 1000 + seq,
-            hash: Some(format!("{seq:064x}")),
-            hash_algo: Some("sha256".into()),
-            hash_skipped: None,
-            target: None,
+            ..FileState::sha256_file(size, &format!("{seq:064x}"))
         };
         let activity = FileActivity {
             description: format!("{path} modified"),
