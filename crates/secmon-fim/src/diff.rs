@@ -19,6 +19,17 @@ pub fn as_text(content: &[u8]) -> Option<&str> {
     std::str::from_utf8(content).ok()
 }
 
+/// Text whose copy may be kept and diffed: `as_text`, and not a secret. Private keys
+/// (by name, as the SSH detector sees them, or by a PEM/OpenSSH private-key marker in
+/// the content) never get a copy in the state dir nor a diff in an event, whatever
+/// `report_changes` says: a diff would ship the key to NATS and the manager.
+pub fn keepable<'a>(path: &Path, content: &'a [u8]) -> Option<&'a str> {
+    let text = as_text(content)?;
+    let private_key = crate::detect::ssh_material(path) == Some(crate::detect::SshMaterial::PrivateKey)
+        || text.contains("PRIVATE KEY-----");
+    (!private_key).then_some(text)
+}
+
 /// A unified diff of `before` → `after` with `--- path (before)` / `+++ path (after)`
 /// headers, cut at a line boundary at most `max_bytes` long; a cut diff ends with the
 /// line `... diff truncated (N bytes)`, N being the bytes left out. Returns the diff
@@ -78,6 +89,11 @@ impl ContentStore {
     /// Writes the copy (temp file + rename, so a crash never leaves half a copy).
     pub fn put(&self, path: &Path, text: &str) -> io::Result<()> {
         let dest = self.file_for(path);
+        if keepable(path, text.as_bytes()).is_none() {
+            // Defence in depth: callers check `keepable`; a secret is never written.
+            let _ = std::fs::remove_file(&dest);
+            return Ok(());
+        }
         let tmp = dest.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;

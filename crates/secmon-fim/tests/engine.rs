@@ -489,6 +489,37 @@ fn report_changes_puts_a_unified_diff_in_modified_events() {
     run.stop();
 }
 
+/// `report_changes` never copies or diffs a private key, by name or by content: a
+/// diff would carry the key to NATS and the manager.
+#[test]
+fn private_keys_are_never_copied_or_diffed() {
+    let (_t, root) = tempdir();
+    let (_s, state) = tempdir();
+    let ssh = root.join(".ssh");
+    fs::create_dir_all(&ssh).unwrap();
+    let key = ssh.join("id_ed25519");
+    let pem = root.join("backup.txt");
+    let pem_text =
+        |n: u32| format!("-----BEGIN RSA PRIVATE KEY-----\nMIIsecret{n}\n-----END RSA PRIVATE KEY-----\n");
+    fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAA1\n").unwrap();
+    fs::write(&pem, pem_text(1)).unwrap();
+    let mut w = watch(&root);
+    w.report_changes = true;
+    let mut run = start(vec![w], section(), &state);
+
+    fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAA2\n").unwrap();
+    let ev = run.events.wait_file("modified", &key);
+    assert_eq!(ev.diff, None, "no diff of a private key");
+    fs::write(&pem, pem_text(2)).unwrap();
+    let ev = run.events.wait_file("modified", &pem);
+    assert_eq!(ev.diff, None, "no diff of a PEM private key under any name");
+    for p in [&key, &pem] {
+        let copy = state.join("fim/content").join(sha256_hex(p.to_string_lossy().as_bytes()));
+        assert!(!copy.exists(), "no copy of {} in the state dir", p.display());
+    }
+    run.stop();
+}
+
 #[test]
 fn ssh_material_gets_its_severities() {
     let (_t, root) = tempdir();

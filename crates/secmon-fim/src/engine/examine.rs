@@ -252,13 +252,16 @@ impl Engine {
         let changes = compare::rename_changes(&before, &cur);
         let content_changed = changes.iter().any(|c| c == "hash" || c == "size");
         let mut diff = None;
-        if let Some(text) = content.as_deref().and_then(diff::as_text) {
+        if let Some(text) = content.as_deref().and_then(|c| diff::keepable(path, c)) {
             if content_changed && let Some(old) = &old_copy {
                 diff = Some(diff::unified(&path.to_string_lossy(), old, text, self.fim.diff_max_bytes));
             }
             if let Err(e) = self.content.put(path, text) {
                 tracing::debug!(error = %e, "fim: cannot keep a content copy");
             }
+        } else {
+            // Not text, or now a secret: the old copy must not outlive it.
+            self.content.remove(path);
         }
         self.emit_file(
             Activity::Renamed,
@@ -310,7 +313,7 @@ impl Engine {
         if !self.ws.list[owner].cfg.report_changes {
             return None;
         }
-        let Some(text) = content.and_then(diff::as_text) else {
+        let Some(text) = content.and_then(|c| diff::keepable(path, c)) else {
             self.content.remove(path);
             return None;
         };
