@@ -191,3 +191,34 @@ pub struct FimCoverage {
     pub uncovered_dirs: u64,
     pub detail: String,
 }
+
+/// `log` class: one line from a tailed log file, with what the decoders read from it.
+/// Activities: what the decoder recognised (`auth_failed`, `auth_accepted`,
+/// `invalid_user`, `disconnected`, `sudo`, `su`, `user_added`, `user_modified`,
+/// `password_changed`, `cron`, ...) or `line` for a line no decoder knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The file the line came from.
+    pub path: String,
+    /// The whole line as read (lossy UTF-8, cut at the agent's line limit).
+    pub raw: String,
+    /// The message after the syslog header (the whole line when there is none).
+    pub message: String,
+    /// How the header was read: `rfc3164`, `rfc5424` or `raw`.
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The program (syslog tag), e.g. `sshd`, `sudo`, `CRON`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The decoder that understood the message: `sshd`, `sudo`, `su`, `useradd`,
+    /// `usermod`, `passwd`, `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<String>,
+    /// What the decoder read: `user`, `src_ip`, `src_port`, `method`, `tty`, `pwd`,
+    /// `target_user`, `command`, ... (strings and numbers).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
