@@ -27,9 +27,69 @@ pub struct AgentConfig {
     pub socket: SocketSection,
     /// `[fim]`: how file integrity monitoring runs.
     pub fim: FimSection,
-    /// `[[watches]]`: the files and trees under file integrity monitoring. Kept last:
-    /// an array of tables must follow the plain tables when serialized to TOML.
+    /// `[log_monitor]`: how the log files listed in `[[logs]]` are followed.
+    pub log_monitor: LogMonitorSection,
+    /// `[[watches]]`: the files and trees under file integrity monitoring. Kept last
+    /// (with `logs`): an array of tables must follow the plain tables in TOML.
     pub watches: Vec<WatchConfig>,
+    /// `[[logs]]`: the log files followed by the log monitor. No entries (or `logs = []`)
+    /// means no log monitoring; the written default config lists the usual files
+    /// (commented out). Left out of the serialized form while empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogSource>,
+}
+
+/// `[log_monitor]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogMonitorSection {
+    /// Lines longer than this are cut to it (and counted).
+    pub max_line_bytes: usize,
+    /// How often the files are checked for new lines, rotation and truncation.
+    #[serde(with = "secmon_config::duration")]
+    pub poll_interval: Duration,
+    /// Where a file the agent has never read starts: `end` (only new lines) or
+    /// `beginning`. Files with a saved position go on from it.
+    pub start_at: StartAt,
+}
+
+impl Default for LogMonitorSection {
+    fn default() -> Self {
+        Self { max_line_bytes: 16 * 1024, poll_interval: Duration::from_millis(100), start_at: StartAt::End }
+    }
+}
+
+/// Where a log file never read before starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    #[default]
+    End,
+    Beginning,
+}
+
+/// One `[[logs]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSource {
+    /// Absolute path of the log file; a file that does not exist yet is picked up
+    /// when it appears.
+    pub path: PathBuf,
+    /// How lines are read: `auto` (RFC 5424 or RFC 3164, per line), `syslog3164`,
+    /// `syslog5424`, `raw` (no header).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The header format of a log file's lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Syslog3164,
+    Syslog5424,
+    Raw,
 }
 
 /// `[agent]` section.
@@ -235,11 +295,39 @@ impl Validate for AgentConfig {
         if !(1..=10_000).contains(&k.max_clients) {
             return Err(ConfigError::invalid("socket.max_clients", "must be between 1 and 10000"));
         }
-        secmon_fim::config::validate(&self.watches, &self.fim)
+        secmon_fim::config::validate(&self.watches, &self.fim)?;
+        self.validate_logs()
     }
 }
 
 impl AgentConfig {
+    fn validate_logs(&self) -> Result<(), ConfigError> {
+        let m = &self.log_monitor;
+        if !(256..=16 * 1024 * 1024).contains(&m.max_line_bytes) {
+            return Err(ConfigError::invalid(
+                "log_monitor.max_line_bytes",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if m.poll_interval < Duration::from_millis(10) || m.poll_interval > Duration::from_secs(60) {
+            return Err(ConfigError::invalid("log_monitor.poll_interval", "must be between 10ms and 60s"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in self.logs.iter().enumerate() {
+            let key = format!("logs[{i}].path");
+            if !l.path.is_absolute() {
+                return Err(ConfigError::invalid(&key, "must be an absolute path"));
+            }
+            if l.path.file_name().is_none() {
+                return Err(ConfigError::invalid(&key, "must name a file"));
+            }
+            if !seen.insert(&l.path) {
+                return Err(ConfigError::invalid(&key, format!("{} is listed twice", l.path.display())));
+            }
+        }
+        Ok(())
+    }
+
     /// The name the agent registers with: the configured one, or the hostname.
     pub fn effective_name(&self) -> String {
         if self.agent.name.trim().is_empty() {
@@ -425,6 +513,53 @@ mod tests {
         assert_eq!(a.changed_keys(&b), vec!["socket.path", "watches"]);
         assert!(!LIVE_KEYS.contains(&"watches") && !LIVE_KEYS.contains(&"socket.path"));
         assert_ne!(secmon_config::digest(&a), secmon_config::digest(&b));
+    }
+
+    #[test]
+    fn logs_and_log_monitor_sections() {
+        let c = parse(
+            "[log_monitor]\nmax_line_bytes = 4096\npoll_interval = \"250ms\"\nstart_at = \"beginning\"\n\n\
+             [[logs]]\npath = \"/var/log/auth.log\"\n\n[[logs]]\npath = \"/var/log/app.log\"\nformat = \"raw\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.logs.len(), 2);
+        assert_eq!(c.logs[0], LogSource { path: "/var/log/auth.log".into(), format: LogFormat::Auto });
+        assert_eq!(c.logs[1].format, LogFormat::Raw);
+        assert_eq!(c.log_monitor.max_line_bytes, 4096);
+        assert_eq!(c.log_monitor.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.log_monitor.start_at, StartAt::Beginning);
+        // Off: no entries, or an explicit empty list; the built-in default follows nothing.
+        assert!(parse("logs = []\n").unwrap().logs.is_empty());
+        assert!(AgentConfig::default().logs.is_empty());
+        let d = LogMonitorSection::default();
+        assert_eq!(
+            (d.max_line_bytes, d.poll_interval, d.start_at),
+            (16384, Duration::from_millis(100), StartAt::End)
+        );
+        for f in ["syslog3164", "syslog5424", "auto"] {
+            parse(&format!("[[logs]]\npath = \"/x\"\nformat = \"{f}\"\n")).unwrap();
+        }
+        let env: BTreeMap<String, String> =
+            [("SECMON_LOG_MONITOR_POLL_INTERVAL".to_owned(), "1s".to_owned())].into_iter().collect();
+        let c: AgentConfig = secmon_config::from_str_with_env("", Path::new("agent.toml"), &env).unwrap();
+        assert_eq!(c.log_monitor.poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_log_values_name_the_key() {
+        for (text, key) in [
+            ("[[logs]]\npath = \"var/log/auth.log\"\n", "logs[0].path"),
+            ("[[logs]]\npath = \"/a\"\n[[logs]]\npath = \"/a\"\n", "logs[1].path"),
+            ("[[logs]]\npath = \"/\"\n", "logs[0].path"),
+            ("[[logs]]\npath = \"/a\"\nformat = \"json\"\n", "format"),
+            ("[[logs]]\npth = \"/a\"\n", "pth"),
+            ("[log_monitor]\nmax_line_bytes = 10\n", "log_monitor.max_line_bytes"),
+            ("[log_monitor]\npoll_interval = \"1ms\"\n", "log_monitor.poll_interval"),
+            ("[log_monitor]\nstart_at = \"middle\"\n", "log_monitor.start_at"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -58,7 +58,10 @@ mod tests {
         let mut expected = AgentConfig::default();
         expected.socket.path = cfg.socket.path.clone();
         expected.watches = cfg.watches.clone();
+        expected.logs = cfg.logs.clone();
         assert_eq!(cfg, expected);
+        let logs: Vec<&str> = cfg.logs.iter().map(|l| l.path.to_str().unwrap()).collect();
+        assert_eq!(logs, ["/var/log/auth.log", "/var/log/secure", "/var/log/syslog"]);
 
         let paths: Vec<&str> = cfg.watches.iter().map(|w| w.path.to_str().unwrap()).collect();
         assert_eq!(

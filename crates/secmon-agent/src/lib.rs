@@ -22,6 +22,7 @@ mod fim_sensor;
 pub mod flat;
 pub mod host_facts;
 pub mod identity;
+pub mod logs;
 mod pipeline;
 mod publisher;
 pub mod socket;
@@ -114,6 +115,7 @@ pub(crate) struct Shared {
     /// The local event socket, when `[socket] path` is set.
     socket: Option<Arc<socket::SocketHub>>,
     fim: fim_sensor::FimSlot,
+    logs: logs::LogSlot,
     /// `[nats] url` is empty: no uplink.
     local_only: bool,
     log_level_hook: Option<LogLevelHook>,
@@ -130,6 +132,9 @@ impl Shared {
         let mut s = self.sensors.clone();
         if self.fim.running() {
             s.push("fim".into());
+        }
+        if self.logs.running() {
+            s.push("logs".into());
         }
         s
     }
@@ -174,6 +179,7 @@ impl Shared {
             },
             "socket": self.socket.as_ref().map_or(Value::Null, |s| s.status()),
             "fim": self.fim.status(),
+            "logs": self.logs.status(),
             "last_seq": self.spool.last_seq(),
         })
     }
@@ -309,6 +315,7 @@ impl Agent {
             sensors: opts.sensors,
             socket: socket_server.as_ref().map(|s| s.hub.clone()),
             fim: fim_sensor::FimSlot::new(),
+            logs: logs::LogSlot::new(),
             local_only,
             log_level_hook: opts.log_level_hook,
             reload_lock: tokio::sync::Mutex::new(()),
@@ -343,6 +350,7 @@ impl Agent {
         shared.emitter.flush(Duration::from_secs(2)).await;
         // Before registration, so the sensors it lists include FIM.
         shared.fim.start(&config, &shared.emitter, shared.config_digest()).await;
+        shared.logs.start(&config, &shared.emitter);
         let (control, commands) = if local_only {
             (None, None)
         } else {
@@ -473,6 +481,7 @@ impl AgentHandle {
             let _ = t.await;
         }
         shared.fim.stop().await;
+        shared.logs.stop().await;
 
         let stopped = shared.lifecycle("stopped", Some(reason.to_owned()));
         shared.emitter.emit_waiting(stopped, Duration::from_secs(1)).await;
