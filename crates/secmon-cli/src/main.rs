@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod alerts_cmd;
 mod api_client;
 mod bench;
 mod child_proc;
@@ -10,6 +11,7 @@ mod fleet;
 mod http;
 mod nats_child;
 mod output;
+mod rules;
 mod up;
 
 /// Options every API-facing subcommand shares.
@@ -42,14 +44,16 @@ enum Cmd {
     Command(fleet::CommandArgs),
     /// List events, or follow new ones.
     Events(fleet::EventsArgs),
-    /// List alerts.
-    Alerts(fleet::AlertsArgs),
+    /// List alerts, or show, acknowledge, close or reopen one.
+    Alerts(alerts_cmd::AlertsCommand),
     /// Show the last known state of an agent's watched files.
     Files(files::FilesArgs),
     /// Run the whole stack on this machine: NATS, manager and an agent.
     Up(up::UpArgs),
     /// Benchmarks: manager ingest throughput and command round-trip latency.
     Bench(bench::BenchArgs),
+    /// Sigma rules: check that a rule directory loads.
+    Rules(rules::RulesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,10 +63,11 @@ fn main() -> std::process::ExitCode {
         Cmd::Agent(a) => fleet::agent(a, &cli.global),
         Cmd::Command(a) => fleet::command(a, &cli.global),
         Cmd::Events(a) => fleet::events(a, &cli.global),
-        Cmd::Alerts(a) => fleet::alerts(a, &cli.global),
+        Cmd::Alerts(a) => alerts_cmd::run(a, &cli.global),
         Cmd::Files(a) => files::run(a, &cli.global),
         Cmd::Up(a) => up::run(a),
         Cmd::Bench(a) => bench::run(a, &cli.global),
+        Cmd::Rules(a) => rules::run(a, &cli.global),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

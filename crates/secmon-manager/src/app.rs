@@ -11,6 +11,8 @@ use secmon_proto::Subjects;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::AlertsHandle;
+use crate::alerts::publisher::Publisher;
 use crate::api::{ApiContext, router};
 use crate::config::ManagerConfig;
 use crate::ingest::{self, IngestContext, IngestSettings};
@@ -33,6 +35,7 @@ pub struct ManagerHandle {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     registry: RegistryHandle,
+    alerts: AlertsHandle,
     nats: async_nats::Client,
     started_at: DateTime<Utc>,
     stop: CancellationToken,
@@ -84,6 +87,15 @@ impl Manager {
             stop.child_token(),
         )
         .await?;
+        let alerts = AlertsHandle::new(store.clone(), metrics.clone(), cfg.alerts.dedup_window);
+        let publisher = Publisher {
+            js: js.clone(),
+            subjects: subjects.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            wake: alerts.wake_signal(),
+        };
+        let alert_publisher = tokio::spawn(publisher.run(stop.child_token()));
         let ingest_tasks = ingest::start(
             IngestContext {
                 js,
@@ -104,6 +116,7 @@ impl Manager {
         let ctx = Arc::new(ApiContext {
             store: store.clone(),
             registry: registry.clone(),
+            alerts: alerts.clone(),
             nats: nats.clone(),
             subjects,
             metrics: metrics.clone(),
@@ -125,6 +138,7 @@ impl Manager {
             store,
             metrics,
             registry,
+            alerts,
             nats,
             started_at,
             stop,
@@ -133,6 +147,7 @@ impl Manager {
                 ("ingest", ingest_tasks.ingest),
                 ("lag monitor", ingest_tasks.lag),
                 ("registry", registry_task),
+                ("alert publisher", alert_publisher),
             ],
         })
     }
@@ -154,6 +169,11 @@ impl ManagerHandle {
 
     pub fn registry(&self) -> RegistryHandle {
         self.registry.clone()
+    }
+
+    /// Raises alerts inside the running manager (the detection stage, and tests).
+    pub fn alerts(&self) -> AlertsHandle {
+        self.alerts.clone()
     }
 
     pub fn started_at(&self) -> DateTime<Utc> {

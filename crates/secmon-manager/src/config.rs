@@ -23,8 +23,25 @@ pub struct ManagerConfig {
     pub agents: AgentsConfig,
     /// `[ingest]`: the JetStream events stream and the manager's consumer.
     pub ingest: IngestConfig,
+    /// `[alerts]`: alert aggregation.
+    pub alerts: AlertsConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// A match of the same rule, agent and key within this window of an alert that
+    /// is not closed raises that alert's count instead of making a new alert.
+    #[serde(with = "secmon_config::duration")]
+    pub dedup_window: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self { dedup_window: Duration::from_secs(300) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +195,10 @@ impl Validate for ManagerConfig {
                 "must not be longer than ingest.max_age",
             ));
         }
+        positive("alerts.dedup_window", self.alerts.dedup_window)?;
+        if self.alerts.dedup_window > Duration::from_secs(30 * 24 * 3600) {
+            return Err(ConfigError::invalid("alerts.dedup_window", "must not be longer than 30d"));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::invalid("log.level", format!("{:?} is not a log filter: {e}", self.log.level))
         })?;
@@ -241,6 +262,8 @@ mod tests {
             ("[ingest]\nbatch_size = 0\n", "ingest.batch_size"),
             ("[ingest]\nmax_event_bytes = 10\n", "ingest.max_event_bytes"),
             ("[log]\nlevel = \"=bogus=\"\n", "log.level"),
+            ("[alerts]\ndedup_window = \"0s\"\n", "alerts.dedup_window"),
+            ("[alerts]\ndedup_window = \"60d\"\n", "alerts.dedup_window"),
             ("[storage]\ndata_dri = \"x\"\n", "data_dri"),
             ("[nats]\nurl = \"http://x\"\n", "nats.url"),
         ];

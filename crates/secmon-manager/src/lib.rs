@@ -1,6 +1,7 @@
 //! secmon manager: JetStream ingest, fleet registry and lifecycle, storage and the
 //! REST API. The binary (`main.rs`) only parses arguments and calls [`app`].
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -66,6 +66,19 @@ pub struct Metrics {
     /// by reason: `malformed_payload`, `bad_path`, `unknown_activity`.
     pub file_state_skipped: Family<ReasonLabel, Counter>,
     pub api_request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// New alerts stored.
+    pub alerts_raised: Counter,
+    /// Rule matches folded into an open alert (its count raised).
+    pub alerts_folded: Counter,
+    /// Drafts refused (oversized fields).
+    pub alerts_rejected: Counter,
+    pub alert_status_changes: Counter,
+    /// Alert messages acknowledged by JetStream.
+    pub alerts_published: Counter,
+    /// Alert publish attempts that failed (retried from the outbox).
+    pub alert_publish_errors: Counter,
+    /// Alert messages waiting in the outbox (at the last read, at most one batch).
+    pub alert_outbox_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -95,6 +108,13 @@ impl Metrics {
             ingest_store_errors: Counter::default(),
             file_state_skipped: Family::default(),
             api_request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            alerts_raised: Counter::default(),
+            alerts_folded: Counter::default(),
+            alerts_rejected: Counter::default(),
+            alert_status_changes: Counter::default(),
+            alerts_published: Counter::default(),
+            alert_publish_errors: Counter::default(),
+            alert_outbox_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("events_ingested", "Events stored", m.events_ingested.clone());
@@ -157,6 +177,25 @@ impl Metrics {
             "api_request_duration_seconds",
             "API request latency",
             m.api_request_duration.clone(),
+        );
+        registry.register("alerts_raised", "New alerts stored", m.alerts_raised.clone());
+        registry.register("alerts_folded", "Rule matches folded into an open alert", m.alerts_folded.clone());
+        registry.register("alerts_rejected", "Alert drafts refused as invalid", m.alerts_rejected.clone());
+        registry.register("alert_status_changes", "Alert status changes", m.alert_status_changes.clone());
+        registry.register(
+            "alerts_published",
+            "Alert messages acknowledged by JetStream",
+            m.alerts_published.clone(),
+        );
+        registry.register(
+            "alert_publish_errors",
+            "Alert publish attempts that failed and are retried",
+            m.alert_publish_errors.clone(),
+        );
+        registry.register(
+            "alert_outbox_pending_messages",
+            "Alert messages waiting to be published",
+            m.alert_outbox_pending.clone(),
         );
         Self { registry, ..m }
     }

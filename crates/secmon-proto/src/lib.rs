@@ -5,6 +5,7 @@
 //! files in `tests/golden/` pin the JSON of every message.
 
 mod agent_id;
+mod alert;
 mod decode;
 mod envelope;
 mod messages;
@@ -13,6 +14,7 @@ mod status;
 mod subjects;
 
 pub use agent_id::{AgentId, AgentIdError};
+pub use alert::{AlertMessage, AlertMessageKind, AlertStatusChangeWire};
 pub use decode::{DecodeError, Versioned, decode};
 pub use envelope::{Envelope, EventClass, Severity};
 pub use messages::{

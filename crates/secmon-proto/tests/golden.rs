@@ -302,3 +302,46 @@ fn ocsf_class_ids() {
     assert_eq!(EventClass::Process.ocsf_class_id(), 1007);
     assert_eq!(EventClass::Network.ocsf_class_id(), 4001);
 }
+
+fn alert_message() -> AlertMessage {
+    AlertMessage {
+        v: 1,
+        kind: AlertMessageKind::Raised,
+        alert_id: id(7),
+        rule_id: "ssh-brute-force".into(),
+        title: "SSH brute force".into(),
+        severity: Severity::High,
+        tags: vec!["attack.t1110".into(), "attack.credential_access".into()],
+        agent_id: Some(agent()),
+        status: "open".into(),
+        key: "10.0.0.9".into(),
+        event_ids: vec![id(1), id(2)],
+        event_count: 2,
+        count: 1,
+        first_seen: t(1_795_000_000, 0),
+        last_seen: t(1_795_000_060, 0),
+        change: None,
+    }
+}
+
+#[test]
+fn alert_messages() {
+    check("alert_raised", &alert_message());
+    let changed = AlertMessage {
+        kind: AlertMessageKind::StatusChanged,
+        status: "acknowledged".into(),
+        change: Some(AlertStatusChangeWire {
+            from: Some("open".into()),
+            to: "acknowledged".into(),
+            at: t(1_795_000_120, 0),
+            by: "local".into(),
+            comment: "looking into it".into(),
+        }),
+        ..alert_message()
+    };
+    check("alert_status_changed", &changed);
+    let v = serde_json::to_value(alert_message()).unwrap();
+    assert_eq!(v["severity"], "high");
+    assert_eq!(v["kind"], "raised");
+    assert!(v.get("change").is_none());
+}

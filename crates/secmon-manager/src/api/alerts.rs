@@ -1,18 +1,22 @@
-//! `GET /api/alerts`. Empty until detection rules exist, but a real query.
+//! `GET /api/alerts` (filtered list), `GET /api/alerts/{id}` (with status history
+//! and event ids) and `PATCH /api/alerts/{id}` (acknowledge, close, reopen).
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::Uri;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
 use secmon_proto::Severity;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use super::ApiContext;
-use super::error::{ApiError, ErrorBody};
-use super::params;
-use crate::store::{AlertQuery, AlertRecord, AlertStatus, Page};
+use super::error::{ApiError, ErrorBody, echo};
+use super::params::{self, NoParams};
+use crate::alerts::{AlertError, MAX_BY, MAX_COMMENT, StatusRequest};
+use crate::store::{AlertDetails, AlertQuery, AlertRecord, AlertStatus, Page};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -69,4 +73,124 @@ pub async fn list_alerts(
         limit,
     };
     Ok(Json(ctx.store.list_alerts(&q).await?))
+}
+
+fn path_alert_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    match path {
+        Ok(Path(id)) => Uuid::parse_str(&id)
+            .map_err(|_| ApiError::bad_parameter("id", format!("{} is not an alert id (a UUID)", echo(&id)))),
+        Err(e) => Err(ApiError::bad_parameter("id", e.body_text())),
+    }
+}
+
+fn unknown_alert(id: Uuid) -> ApiError {
+    ApiError::not_found(format!("no alert with id {id}"))
+}
+
+/// One alert with its status history (oldest first) and triggering event ids.
+#[utoipa::path(
+    get, path = "/api/alerts/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "Alert id (UUID)")),
+    responses(
+        (status = 200, description = "The alert", body = AlertDetails),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 404, description = "Unknown alert", body = ErrorBody),
+        (status = 500, description = "Storage error", body = ErrorBody),
+    )
+)]
+pub async fn get_alert(
+    State(ctx): State<Arc<ApiContext>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<AlertDetails>, ApiError> {
+    let id = path_alert_id(path)?;
+    let _: NoParams = params::query(&uri)?;
+    ctx.store.get_alert(id).await?.map(Json).ok_or_else(|| unknown_alert(id))
+}
+
+/// A status change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertPatch {
+    /// `acknowledged`, `closed` or `open` (reopen).
+    #[schema(example = "acknowledged")]
+    pub status: String,
+    /// Why, for the history (at most 4096 bytes).
+    #[serde(default)]
+    pub comment: String,
+    /// Who (at most 128 bytes; default `local`).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// The body as an [`AlertPatch`]: a JSON object (serde would take an array for a
+/// struct too); every malformed body is a 400, a body over the size limit a 413.
+fn patch_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result<AlertPatch, ApiError> {
+    match body {
+        Ok(Json(v)) if v.is_object() => {
+            serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        }
+        Ok(Json(_)) => Err(ApiError::bad_request("invalid JSON body: expected an object")),
+        Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),
+            ))
+        }
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            Err(ApiError::bad_request("expected a JSON body with Content-Type: application/json"))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))),
+    }
+}
+
+/// Acknowledge, close or reopen an alert. Allowed: open to acknowledged or
+/// closed, acknowledged to closed or open, closed to open. The change is kept in
+/// the alert's history and published on `<prefix>.alert.<severity>`.
+#[utoipa::path(
+    patch, path = "/api/alerts/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "Alert id (UUID)")),
+    request_body = AlertPatch,
+    responses(
+        (status = 200, description = "The alert after the change", body = AlertDetails),
+        (status = 400, description = "Bad id, body, status, or a comment over 4096 bytes", body = ErrorBody),
+        (status = 404, description = "Unknown alert", body = ErrorBody),
+        (status = 409, description = "Transition not allowed (`invalid_transition`)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 500, description = "Storage error", body = ErrorBody),
+    )
+)]
+pub async fn patch_alert(
+    State(ctx): State<Arc<ApiContext>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Json<AlertDetails>, ApiError> {
+    let id = path_alert_id(path)?;
+    let _: NoParams = params::query(&uri)?;
+    let b = patch_body(body)?;
+    let to: AlertStatus = b.status.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "invalid status {}: expected acknowledged, closed or open",
+            echo(&b.status)
+        ))
+    })?;
+    if b.comment.len() > MAX_COMMENT {
+        return Err(ApiError::bad_request(format!("comment is longer than {MAX_COMMENT} bytes")));
+    }
+    if let Some(by) = &b.by
+        && (by.is_empty() || by.len() > MAX_BY || by.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(format!(
+            "by must be 1 to {MAX_BY} bytes without control characters"
+        )));
+    }
+    match ctx.alerts.set_status(id, StatusRequest { to, comment: b.comment, by: b.by }).await {
+        Ok(d) => Ok(Json(d)),
+        Err(AlertError::NotFound) => Err(unknown_alert(id)),
+        Err(AlertError::Transition(m)) => Err(ApiError::new(StatusCode::CONFLICT, "invalid_transition", m)),
+        Err(AlertError::Invalid(m)) => Err(ApiError::bad_request(m)),
+        Err(AlertError::Store(e)) => Err(ApiError::storage(&e)),
+    }
 }

@@ -36,6 +36,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct ApiContext {
     pub store: Arc<dyn Store>,
     pub registry: RegistryHandle,
+    pub alerts: crate::alerts::AlertsHandle,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     pub metrics: Arc<Metrics>,
@@ -56,6 +57,8 @@ pub struct ApiContext {
         files::agent_files,
         events::list_events,
         alerts::list_alerts,
+        alerts::get_alert,
+        alerts::patch_alert,
         metrics_route::metrics,
         openapi_json,
     ),
@@ -86,6 +89,7 @@ pub fn router(ctx: Arc<ApiContext>) -> axum::Router {
         .route("/api/agents/{id}/files", get(files::agent_files))
         .route("/api/events", get(events::list_events))
         .route("/api/alerts", get(alerts::list_alerts))
+        .route("/api/alerts/{id}", get(alerts::get_alert).patch(alerts::patch_alert))
         .route("/api/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_route::metrics))
         .fallback(error::not_found_route)
@@ -111,6 +115,7 @@ mod tests {
             "/api/agents/{id}/files",
             "/api/events",
             "/api/alerts",
+            "/api/alerts/{id}",
             "/api/openapi.json",
             "/metrics",
         ] {
@@ -143,6 +148,9 @@ mod tests {
             "FileStateRecord",
             "FileAccess",
             "Page_FileStateRecord",
+            "AlertDetails",
+            "AlertStatusChange",
+            "AlertPatch",
         ] {
             assert!(schemas.contains_key(s), "schema {s} missing: {:?}", schemas.keys().collect::<Vec<_>>());
         }

@@ -29,6 +29,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("not found")]
     NotFound,
+    /// The change does not apply to the record's current state (an alert status
+    /// transition that is not allowed).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// One page of a list query.
@@ -136,8 +140,8 @@ impl std::str::FromStr for AlertStatus {
     }
 }
 
-/// An alert raised by a detection rule (rules arrive with the detection issue; the
-/// table, API and filters are real now).
+/// An alert raised by a detection rule. Repeats of the same rule, agent and key
+/// within `[alerts] dedup_window` fold into it (see [`crate::alerts::aggregate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AlertRecord {
     pub id: Uuid,
@@ -149,11 +153,60 @@ pub struct AlertRecord {
     pub agent_id: Option<AgentId>,
     pub status: AlertStatus,
     pub tags: Vec<String>,
-    /// Ids of the triggering events.
+    /// The correlation group the rule matched on (empty when none).
+    #[serde(default)]
+    pub key: String,
+    /// Ids of the triggering events kept: all of them up to 20, then the first 10
+    /// and the last 10.
     pub event_ids: Vec<Uuid>,
+    /// All triggering events, kept in `event_ids` or not.
+    #[serde(default)]
+    pub event_count: u64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// Rule matches folded into this alert.
     pub count: u64,
+}
+
+/// One entry of an alert's status history (the first is its creation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertStatusChange {
+    pub at: DateTime<Utc>,
+    /// Who made the change: the `by` of the request (`local` by default), or
+    /// `secmon` for the alert's creation.
+    pub by: String,
+    /// Absent on creation.
+    pub from: Option<AlertStatus>,
+    pub to: AlertStatus,
+    pub comment: String,
+}
+
+/// An alert with its status history, oldest change first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertDetails {
+    #[serde(flatten)]
+    pub alert: AlertRecord,
+    pub history: Vec<AlertStatusChange>,
+}
+
+/// What [`Store::raise_alert`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaisedAlert {
+    pub alert: AlertRecord,
+    /// A new alert (else a repeat folded into an open one).
+    pub created: bool,
+}
+
+/// An alert message waiting in the outbox for JetStream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// Outbox row, removed once JetStream acknowledged the message.
+    pub id: i64,
+    /// `Nats-Msg-Id`, so a message republished after a lost ack is dropped by the
+    /// stream's duplicate window.
+    pub msg_id: String,
+    pub severity: Severity,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -279,6 +332,28 @@ pub trait Store: Send + Sync + 'static {
     /// status move on as a rule aggregates).
     async fn insert_alert(&self, alert: &AlertRecord) -> Result<(), StoreError>;
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRecord>, StoreError>;
+    /// One alert with its status history.
+    async fn get_alert(&self, id: Uuid) -> Result<Option<AlertDetails>, StoreError>;
+    /// In one transaction: finds the alert the draft folds into (same rule, agent
+    /// and key, not closed, within `window`), folds it or creates a new alert,
+    /// and for a new alert writes its first history entry and its outbox message.
+    async fn raise_alert(
+        &self,
+        draft: &crate::alerts::AlertDraft,
+        window: std::time::Duration,
+    ) -> Result<RaisedAlert, StoreError>;
+    /// In one transaction: checks the transition ([`StoreError::Conflict`] when
+    /// not allowed, [`StoreError::NotFound`] for an unknown id), writes the status,
+    /// the history entry and the outbox message.
+    async fn set_alert_status(
+        &self,
+        id: Uuid,
+        change: &AlertStatusChange,
+    ) -> Result<AlertDetails, StoreError>;
+    /// The oldest alert messages not yet acknowledged by JetStream.
+    async fn pending_alert_messages(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Removes published messages from the outbox.
+    async fn remove_alert_messages(&self, ids: &[i64]) -> Result<(), StoreError>;
 
     /// Flushes and releases what can be released before the process exits.
     async fn close(&self) -> Result<(), StoreError> {

@@ -17,13 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+
+use crate::alerts::AlertDraft;
 use secmon_proto::AgentId;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{
-    AgentQuery, AgentRecord, AlertQuery, AlertRecord, EventQuery, FileQuery, FileStateRecord, FileUpdate,
-    InsertOutcome, Page, SeqState, StatusChange, Store, StoreError, StoredEvent,
+    AgentQuery, AgentRecord, AlertDetails, AlertQuery, AlertRecord, AlertStatusChange, EventQuery, FileQuery,
+    FileStateRecord, FileUpdate, InsertOutcome, OutboxMessage, Page, RaisedAlert, SeqState, StatusChange,
+    Store, StoreError, StoredEvent,
 };
 
 pub use migrate::SCHEMA_VERSION;
@@ -257,6 +260,34 @@ impl Store for SqliteStore {
         self.write(move |c| alerts::upsert(c, &alert)).await
     }
 
+    async fn get_alert(&self, id: Uuid) -> Result<Option<AlertDetails>, StoreError> {
+        self.read(move |c| alerts::get(c, id)).await
+    }
+
+    async fn raise_alert(&self, draft: &AlertDraft, window: Duration) -> Result<RaisedAlert, StoreError> {
+        let draft = draft.clone();
+        self.write(move |c| alerts::raise(c, &draft, window)).await
+    }
+
+    async fn set_alert_status(
+        &self,
+        id: Uuid,
+        change: &AlertStatusChange,
+    ) -> Result<AlertDetails, StoreError> {
+        let change = change.clone();
+        self.write(move |c| alerts::set_status(c, id, &change)).await
+    }
+
+    async fn pending_alert_messages(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError> {
+        // The writer: the outbox is written and emptied there, so it reads its own writes.
+        self.write(move |c| alerts::pending(c, limit)).await
+    }
+
+    async fn remove_alert_messages(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        self.write(move |c| alerts::remove(c, &ids)).await
+    }
+
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRecord>, StoreError> {
         let q = q.clone();
         self.read(move |c| alerts::list(c, &q)).await
@@ -278,3 +309,6 @@ mod tests;
 
 #[cfg(test)]
 mod file_state_tests;
+
+#[cfg(test)]
+mod alert_tests;

@@ -143,6 +143,20 @@ impl Stack {
         self.post(path, "application/json", serde_json::to_vec(body).unwrap())
     }
 
+    pub fn patch(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Answer {
+        let body: Vec<u8> = body.into();
+        Self::answer(
+            self.http
+                .patch(format!("{}{path}", self.base))
+                .header("content-type", content_type)
+                .send(&body[..]),
+        )
+    }
+
+    pub fn patch_json(&self, path: &str, body: &Value) -> Answer {
+        self.patch(path, "application/json", serde_json::to_vec(body).unwrap())
+    }
+
     pub fn delete(&self, path: &str) -> Answer {
         Self::answer(self.http.delete(format!("{}{path}", self.base)).call())
     }

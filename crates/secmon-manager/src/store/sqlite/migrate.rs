@@ -16,6 +16,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_events_received.sql")),
     (3, include_str!("../migrations/0003_file_states.sql")),
+    (4, include_str!("../migrations/0004_alert_workflow.sql")),
 ];
 
 /// The schema version this build writes.
