@@ -52,7 +52,7 @@ enum Cmd {
     Up(up::UpArgs),
     /// Benchmarks: manager ingest throughput and command round-trip latency.
     Bench(bench::BenchArgs),
-    /// Sigma rules: check that a rule directory loads.
+    /// Sigma rules: check that rule directories load, and run their test cases.
     Rules(rules::RulesArgs),
 }
 

@@ -24,6 +24,14 @@
 //! | `category: network_connection` | class `network`, activities `connected` (outbound), `accepted` (inbound) | `DestinationIp` ← `payload.dst_ip`, `DestinationPort` ← `payload.dst_port`, `DestinationHostname` ← `payload.dst_host`, `SourceIp` ← `payload.src_ip`, `SourcePort` ← `payload.src_port`, `Protocol` ← `payload.protocol`, `Initiated` ← `payload.initiated` (bool), `Image` ← `payload.process.exe`, `CommandLine` ← `payload.process.cmdline`, `User` ← `payload.process.user`, `ProcessId` ← `payload.process.pid` |
 //! | `service: <s>` (no category) | class `log` (`LogRecord`) | `message`, `raw`, `program`, `host`, `pid` ← `payload.*`; each decoded field (`payload.fields.user`, `src_ip`, ...) under its own name; keyword detections search `message` and `raw` only |
 //!
+//! Every `file` class event (any activity, also those no category covers, such as
+//! `attributes_changed`) also carries booleans Sigma could not compute itself:
+//! `payload.after.setuid` / `payload.after.setgid` (mode bits 0o4000 / 0o2000 after
+//! the change) and `payload.shrunk` (size after < size before), each only when the
+//! states it needs are in the event. Envelopes of classes the table lacks (`device`,
+//! `agent`, file `attributes_changed` / `accessed`) reach rules whose logsource names
+//! no category or service (just `product: linux`), through their native fields.
+//!
 //! Log services: the lower-cased program and decoder name, plus `sshd` ← sshd,
 //! `sudo`, `su`, `cron` ← cron/crond/anacron, `clamav` ← clamd/freshclam/clamscan,
 //! `guacamole` ← guacd, `vsftpd`, `useradd`, `usermod`, `passwd`, `systemd`;

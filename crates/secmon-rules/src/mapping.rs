@@ -213,6 +213,9 @@ pub fn map_envelope(env: &Envelope) -> MappedEvent {
         _ => Map::new(),
     };
     doc.extend(added);
+    if env.class == EventClass::File {
+        add_file_flags(&mut doc);
+    }
     if row.is_some()
         && env.class == EventClass::Log
         && let Some(Value::Object(fields)) = env.payload.get("fields")
@@ -223,6 +226,26 @@ pub fn map_envelope(env: &Envelope) -> MappedEvent {
         }
     }
     MappedEvent { doc: Value::Object(doc), logsource, keywords }
+}
+
+/// Facts about a file change that Sigma cannot compute (it has no bit test and no
+/// comparison between two fields), added to every `file` class event as booleans:
+/// `payload.after.setuid` / `payload.after.setgid` (mode bits 0o4000 / 0o2000 of the
+/// state after the change) and `payload.shrunk` (the size after is smaller than the
+/// size before: truncation). Each is set only when the states it needs are present.
+fn add_file_flags(doc: &mut Map<String, Value>) {
+    let Some(Value::Object(payload)) = doc.get_mut("payload") else { return };
+    let size = |p: &Map<String, Value>, state: &str| p.get(state)?.get("size")?.as_u64();
+    let shrunk = size(payload, "before").zip(size(payload, "after")).map(|(b, a)| a < b);
+    if let Some(shrunk) = shrunk {
+        payload.insert("shrunk".into(), Value::Bool(shrunk));
+    }
+    if let Some(Value::Object(after)) = payload.get_mut("after")
+        && let Some(mode) = after.get("mode").and_then(Value::as_u64)
+    {
+        after.insert("setuid".into(), Value::Bool(mode & 0o4000 != 0));
+        after.insert("setgid".into(), Value::Bool(mode & 0o2000 != 0));
+    }
 }
 
 fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
@@ -281,6 +304,41 @@ mod tests {
         assert_eq!(m.doc["class"], "process");
         assert_eq!(m.doc["payload"]["cmdline"], "id -u");
         assert!(m.doc.get("ParentCommandLine").is_none());
+    }
+
+    #[test]
+    fn file_events_get_setid_and_shrunk_flags() {
+        let file = |activity: &str, payload| {
+            map_envelope(&Envelope::new(
+                AgentId::new("a1").unwrap(),
+                1,
+                EventClass::File,
+                activity,
+                Severity::Info,
+                payload,
+            ))
+        };
+        let m = file(
+            "attributes_changed",
+            json!({"path": "/usr/local/bin/x", "before": {"mode": 0o100755, "size": 10},
+                   "after": {"mode": 0o104755, "size": 10}}),
+        );
+        assert_eq!(m.doc["payload"]["after"]["setuid"], true);
+        assert_eq!(m.doc["payload"]["after"]["setgid"], false);
+        assert_eq!(m.doc["payload"]["shrunk"], false);
+        let m = file("created", json!({"path": "/tmp/g", "after": {"mode": 0o102750, "size": 3}}));
+        assert_eq!(m.doc["payload"]["after"]["setuid"], false);
+        assert_eq!(m.doc["payload"]["after"]["setgid"], true);
+        assert!(m.doc["payload"].get("shrunk").is_none(), "no before state, no comparison");
+        let m = file(
+            "modified",
+            json!({"path": "/var/log/auth.log", "before": {"mode": 0o100640, "size": 9000},
+                   "after": {"mode": 0o100640, "size": 0}}),
+        );
+        assert_eq!(m.doc["payload"]["shrunk"], true);
+        let m = file("deleted", json!({"path": "/var/log/syslog", "before": {"mode": 0o100640, "size": 5}}));
+        assert!(m.doc["payload"].get("shrunk").is_none());
+        assert!(m.doc["payload"].get("after").is_none());
     }
 
     #[test]
