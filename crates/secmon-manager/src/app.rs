@@ -15,6 +15,7 @@ use crate::alerts::AlertsHandle;
 use crate::alerts::publisher::Publisher;
 use crate::api::{ApiContext, router};
 use crate::config::ManagerConfig;
+use crate::detection::{self, RulesHandle};
 use crate::ingest::{self, IngestContext, IngestSettings};
 use crate::metrics::Metrics;
 use crate::registry::{self, RegistryConfig, RegistryHandle};
@@ -36,10 +37,12 @@ pub struct ManagerHandle {
     metrics: Arc<Metrics>,
     registry: RegistryHandle,
     alerts: AlertsHandle,
+    rules: RulesHandle,
     nats: async_nats::Client,
     started_at: DateTime<Utc>,
     stop: CancellationToken,
-    /// In stop order: API first (no new commands), then ingest and the registry.
+    /// In stop order: API first (no new commands), then ingest, rule evaluation
+    /// (drains what ingest stored) and the registry.
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -96,6 +99,14 @@ impl Manager {
             wake: alerts.wake_signal(),
         };
         let alert_publisher = tokio::spawn(publisher.run(stop.child_token()));
+        // Rules load before ingest starts, so the first events meet them.
+        let rules = RulesHandle::load(cfg.rules.dirs.clone(), metrics.clone()).await;
+        let (eval_tx, eval_rx) = detection::evaluate::channel();
+        // Ends when ingest drops its sender, after the last stored batch.
+        let evaluator =
+            tokio::spawn(detection::evaluate::run(eval_rx, rules.clone(), alerts.clone(), metrics.clone()));
+        let rule_watch =
+            tokio::spawn(detection::watch::run(rules.clone(), cfg.rules.watch_interval, stop.child_token()));
         let ingest_tasks = ingest::start(
             IngestContext {
                 js,
@@ -108,6 +119,7 @@ impl Manager {
                     batch_size: cfg.ingest.batch_size,
                     max_event_bytes: cfg.ingest.max_event_bytes,
                 },
+                evaluate: eval_tx,
             },
             stop.child_token(),
         )
@@ -117,6 +129,7 @@ impl Manager {
             store: store.clone(),
             registry: registry.clone(),
             alerts: alerts.clone(),
+            rules: rules.clone(),
             nats: nats.clone(),
             subjects,
             metrics: metrics.clone(),
@@ -139,12 +152,15 @@ impl Manager {
             metrics,
             registry,
             alerts,
+            rules,
             nats,
             started_at,
             stop,
             tasks: vec![
                 ("api", api),
                 ("ingest", ingest_tasks.ingest),
+                ("rule evaluation", evaluator),
+                ("rule watch", rule_watch),
                 ("lag monitor", ingest_tasks.lag),
                 ("registry", registry_task),
                 ("alert publisher", alert_publisher),
@@ -174,6 +190,11 @@ impl ManagerHandle {
     /// Raises alerts inside the running manager (the detection stage, and tests).
     pub fn alerts(&self) -> AlertsHandle {
         self.alerts.clone()
+    }
+
+    /// The loaded rules; [`RulesHandle::reload`] reloads them (SIGHUP).
+    pub fn rules(&self) -> RulesHandle {
+        self.rules.clone()
     }
 
     pub fn started_at(&self) -> DateTime<Utc> {

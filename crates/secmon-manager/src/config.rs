@@ -25,6 +25,8 @@ pub struct ManagerConfig {
     pub ingest: IngestConfig,
     /// `[alerts]`: alert aggregation.
     pub alerts: AlertsConfig,
+    /// `[rules]`: the Sigma rules evaluated over stored events.
+    pub rules: RulesConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
 }
@@ -41,6 +43,24 @@ pub struct AlertsConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         Self { dedup_window: Duration::from_secs(300) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Directories searched (recursively) for Sigma rules (`*.yml`, `*.yaml`).
+    /// Empty (the default): no rules, no detection alerts.
+    pub dirs: Vec<PathBuf>,
+    /// How often the rule files are checked for changes (then reloaded, as on
+    /// SIGHUP).
+    #[serde(with = "secmon_config::duration")]
+    pub watch_interval: Duration,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self { dirs: Vec::new(), watch_interval: Duration::from_secs(2) }
     }
 }
 
@@ -199,6 +219,10 @@ impl Validate for ManagerConfig {
         if self.alerts.dedup_window > Duration::from_secs(30 * 24 * 3600) {
             return Err(ConfigError::invalid("alerts.dedup_window", "must not be longer than 30d"));
         }
+        if self.rules.dirs.iter().any(|d| d.as_os_str().is_empty()) {
+            return Err(ConfigError::invalid("rules.dirs", "must not contain an empty path"));
+        }
+        positive("rules.watch_interval", self.rules.watch_interval)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::invalid("log.level", format!("{:?} is not a log filter: {e}", self.log.level))
         })?;
@@ -238,6 +262,7 @@ mod tests {
             ("SECMON_INGEST_BATCH_SIZE", "100"),
             ("SECMON_STORAGE_DATA_DIR", "/tmp/x"),
             ("SECMON_NATS_URL", "nats://127.0.0.1:1"),
+            ("SECMON_RULES_DIRS", r#"["/srv/rules", "/etc/secmon/rules"]"#),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -249,6 +274,8 @@ mod tests {
         assert_eq!(cfg.storage.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(cfg.nats.url, "nats://127.0.0.1:1");
         assert_eq!(cfg.ingest.max_age, Duration::from_secs(7 * 86400));
+        assert_eq!(cfg.rules.dirs, [PathBuf::from("/srv/rules"), PathBuf::from("/etc/secmon/rules")]);
+        assert_eq!(cfg.rules.watch_interval, Duration::from_secs(2));
     }
 
     #[test]
@@ -264,6 +291,8 @@ mod tests {
             ("[log]\nlevel = \"=bogus=\"\n", "log.level"),
             ("[alerts]\ndedup_window = \"0s\"\n", "alerts.dedup_window"),
             ("[alerts]\ndedup_window = \"60d\"\n", "alerts.dedup_window"),
+            ("[rules]\ndirs = [\"\"]\n", "rules.dirs"),
+            ("[rules]\nwatch_interval = \"0s\"\n", "rules.watch_interval"),
             ("[storage]\ndata_dri = \"x\"\n", "data_dri"),
             ("[nats]\nurl = \"http://x\"\n", "nats.url"),
         ];

@@ -5,7 +5,8 @@
 //! (two batches per request, short expiry); the checker decodes and checks each
 //! message (size, version, shape, subject, removed agent, sequence); the committer
 //! stores a batch in one transaction together with the agents' sequence state and
-//! only then acknowledges it. The file state updates of `file` events (see
+//! only then acknowledges it, after handing its newly stored events to rule
+//! evaluation ([`crate::detection`]). The file state updates of `file` events (see
 //! [`crate::file_state`]) go into that same transaction. A crash before the ack means a redelivery, which
 //! storage ignores by event id and sequence tracking counts as a duplicate. A
 //! message that can never be stored is terminated, so it does not come back forever.
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::detection::evaluate::EvalSender;
 use crate::file_state;
 use crate::log_limit::{LogLimiter, clip};
 use crate::metrics::Metrics;
@@ -69,6 +71,8 @@ pub struct IngestContext {
     pub registry: RegistryHandle,
     pub metrics: Arc<Metrics>,
     pub settings: IngestSettings,
+    /// Where newly stored events go for rule evaluation ([`crate::detection`]).
+    pub evaluate: EvalSender,
 }
 
 /// The running ingest loop and lag monitor.
@@ -266,6 +270,7 @@ const RECENT_BATCHES: usize = 4;
 /// Stores batches, then acknowledges them.
 struct Committer {
     store: Arc<dyn Store>,
+    evaluate: EvalSender,
     metrics: Arc<Metrics>,
     warn: LogLimiter,
 }
@@ -280,6 +285,7 @@ async fn run(ctx: IngestContext, fetcher: Fetcher, seq: HashMap<AgentId, SeqStat
     let fetch = tokio::spawn(fetcher.run(msg_tx, stop.clone()));
     let committer = Committer {
         store: ctx.store.clone(),
+        evaluate: ctx.evaluate,
         metrics: ctx.metrics.clone(),
         warn: LogLimiter::new(Duration::from_secs(10)),
     };
@@ -480,6 +486,17 @@ impl Committer {
         };
         self.metrics.events_ingested.inc_by(outcome.inserted);
         self.metrics.events_duplicate.inc_by(outcome.duplicates + p.redelivered_replays);
+        // Before the ack, so a slow evaluation holds ingest back (the queue is
+        // bounded) instead of piling up.
+        let fresh: Vec<Envelope> = p
+            .events
+            .into_iter()
+            .zip(outcome.stored.iter().copied().chain(std::iter::repeat(false)))
+            .filter_map(|(e, stored)| stored.then_some(e.envelope))
+            .collect();
+        if !fresh.is_empty() && self.evaluate.send(fresh).await.is_err() {
+            tracing::debug!("rule evaluation has stopped; events stored without evaluation");
+        }
         for (m, v) in p.msgs.iter().zip(p.verdicts) {
             let r = match v {
                 Verdict::Ack => m.ack().await,

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod detection;
 pub mod file_state;
 pub mod ingest;
 pub mod lifecycle;

@@ -1,5 +1,5 @@
 //! `secmon-manager --config PATH`: loads the configuration, starts the manager and
-//! runs it until SIGTERM or SIGINT.
+//! runs it until SIGTERM or SIGINT; SIGHUP reloads the rules.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,11 +67,20 @@ async fn run(cfg: ManagerConfig) -> anyhow::Result<()> {
     );
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let manager = Manager::start(cfg).await?;
     tracing::info!(api = %format!("http://{}", manager.api_addr()), version = env!("CARGO_PKG_VERSION"), "secmon-manager ready");
-    let sig = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let rules = manager.rules();
+    let sig = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading rules");
+                // The outcome (or why the old rules stay) is logged by reload.
+                let _ = rules.reload().await;
+            }
+        }
     };
     tracing::info!(signal = sig, "stopping");
     manager.shutdown().await;

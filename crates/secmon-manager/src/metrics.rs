@@ -79,6 +79,18 @@ pub struct Metrics {
     pub alert_publish_errors: Counter,
     /// Alert messages waiting in the outbox (at the last read, at most one batch).
     pub alert_outbox_pending: Gauge,
+    /// Newly stored events run through the rules (none while no rule is loaded).
+    pub rule_events_evaluated: Counter,
+    /// Rule matches (each raises or folds into an alert).
+    pub rule_matches: Counter,
+    /// Events whose evaluation failed, and matches whose alert could not be stored.
+    pub rule_eval_errors: Counter,
+    /// Rules (detections and correlations) in use.
+    pub rules_loaded: Gauge,
+    /// Rules, files or directories skipped by the last load.
+    pub rule_load_problems: Gauge,
+    /// Rule reloads by result: `ok`, `failed` (old rules kept).
+    pub rule_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -115,6 +127,12 @@ impl Metrics {
             alerts_published: Counter::default(),
             alert_publish_errors: Counter::default(),
             alert_outbox_pending: Gauge::default(),
+            rule_events_evaluated: Counter::default(),
+            rule_matches: Counter::default(),
+            rule_eval_errors: Counter::default(),
+            rules_loaded: Gauge::default(),
+            rule_load_problems: Gauge::default(),
+            rule_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register("events_ingested", "Events stored", m.events_ingested.clone());
@@ -197,6 +215,24 @@ impl Metrics {
             "Alert messages waiting to be published",
             m.alert_outbox_pending.clone(),
         );
+        registry.register(
+            "rule_events_evaluated",
+            "Newly stored events evaluated by the rules",
+            m.rule_events_evaluated.clone(),
+        );
+        registry.register("rule_matches", "Rule matches", m.rule_matches.clone());
+        registry.register(
+            "rule_eval_errors",
+            "Events whose evaluation failed and matches whose alert could not be stored",
+            m.rule_eval_errors.clone(),
+        );
+        registry.register("rules_loaded", "Rules in use", m.rules_loaded.clone());
+        registry.register(
+            "rule_load_problems",
+            "Rules, files or directories skipped by the last rule load",
+            m.rule_load_problems.clone(),
+        );
+        registry.register("rule_reloads", "Rule reloads by result", m.rule_reloads.clone());
         Self { registry, ..m }
     }
 

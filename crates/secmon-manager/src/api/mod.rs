@@ -1,4 +1,4 @@
-//! REST API (axum): health, agents, file states, events, alerts, commands, OpenAPI and metrics.
+//! REST API (axum): health, agents, file states, events, alerts, rules, commands, OpenAPI and metrics.
 //!
 //! Invariants: every response to bad input is a 4xx with the JSON error shape of
 //! [`error::ApiError`] (never a 500); query parameters an endpoint does not
@@ -28,6 +28,7 @@ pub mod files;
 pub mod health;
 pub mod metrics_route;
 pub mod params;
+pub mod rules;
 
 /// Largest request body accepted (413 above).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -37,6 +38,7 @@ pub struct ApiContext {
     pub store: Arc<dyn Store>,
     pub registry: RegistryHandle,
     pub alerts: crate::alerts::AlertsHandle,
+    pub rules: crate::detection::RulesHandle,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     pub metrics: Arc<Metrics>,
@@ -59,11 +61,13 @@ pub struct ApiContext {
         alerts::list_alerts,
         alerts::get_alert,
         alerts::patch_alert,
+        rules::list_rules,
+        rules::get_rule,
         metrics_route::metrics,
         openapi_json,
     ),
     tags(
-        (name = "health"), (name = "agents"), (name = "files"), (name = "events"), (name = "alerts"), (name = "metrics"),
+        (name = "health"), (name = "agents"), (name = "files"), (name = "events"), (name = "alerts"), (name = "rules"), (name = "metrics"),
         (name = "meta")
     )
 )]
@@ -90,6 +94,8 @@ pub fn router(ctx: Arc<ApiContext>) -> axum::Router {
         .route("/api/events", get(events::list_events))
         .route("/api/alerts", get(alerts::list_alerts))
         .route("/api/alerts/{id}", get(alerts::get_alert).patch(alerts::patch_alert))
+        .route("/api/rules", get(rules::list_rules))
+        .route("/api/rules/{id}", get(rules::get_rule))
         .route("/api/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_route::metrics))
         .fallback(error::not_found_route)
@@ -116,6 +122,8 @@ mod tests {
             "/api/events",
             "/api/alerts",
             "/api/alerts/{id}",
+            "/api/rules",
+            "/api/rules/{id}",
             "/api/openapi.json",
             "/metrics",
         ] {
@@ -151,6 +159,9 @@ mod tests {
             "AlertDetails",
             "AlertStatusChange",
             "AlertPatch",
+            "RulesAnswer",
+            "RuleInfo",
+            "RuleProblem",
         ] {
             assert!(schemas.contains_key(s), "schema {s} missing: {:?}", schemas.keys().collect::<Vec<_>>());
         }

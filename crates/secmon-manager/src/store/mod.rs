@@ -268,6 +268,8 @@ pub struct InsertOutcome {
     pub inserted: u64,
     /// Events whose id was already stored (a redelivery): not stored again.
     pub duplicates: u64,
+    /// Per event of the batch, in order: stored now (true) or a duplicate.
+    pub stored: Vec<bool>,
 }
 
 /// The storage interface. Methods are async so a networked backend fits; the SQLite

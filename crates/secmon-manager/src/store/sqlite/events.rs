@@ -50,6 +50,7 @@ pub fn insert(
 ) -> Result<InsertOutcome, StoreError> {
     let tx = c.transaction()?;
     let mut inserted = 0u64;
+    let mut stored = Vec::with_capacity(rows.len());
     // Ids inserted now, when file updates need them: a redelivered event's update
     // was applied with the event.
     let mut fresh: HashSet<[u8; 16]> = HashSet::new();
@@ -70,6 +71,7 @@ pub fn insert(
                 r.body
             ])? as u64;
             inserted += n;
+            stored.push(n > 0);
             if n > 0 && !files.is_empty() {
                 fresh.insert(r.id);
             }
@@ -101,7 +103,7 @@ pub fn insert(
         files::apply(&tx, files, &fresh, &Utc::now())?;
     }
     tx.commit()?;
-    Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted })
+    Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted, stored })
 }
 
 /// Sequence state from columns `first..first + 6` of a row (NULL when the agent
