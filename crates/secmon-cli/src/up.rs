@@ -25,7 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::child_proc::{ChildProc, Output, describe};
 use crate::http::{Http, api_base};
 use crate::nats_child::{NatsAddr, NatsChild, Probe, find_nats_server, probe};
-use configs::StackSettings;
+use configs::{FOLLOWED_LOGS, StackSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -55,6 +55,11 @@ pub struct UpArgs {
     /// Log level of the manager and the agent.
     #[arg(long, env = "SECMON_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Sigma rule directory the manager loads (its `[rules] dirs`) [default: ./rules,
+    /// the source tree's rule pack, when it exists (as when run from the repository
+    /// root, like scripts/up does); else no rules and no detection alerts].
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
 }
 
 /// How many ports after the default one are tried, in order, for our own
@@ -70,7 +75,7 @@ const AGENT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Config keys `secmon up` sets in the files it writes; removed from the children's
 /// environment so that the files (which our flags, and these variables, shaped) win.
-const OVERRIDDEN_ENV: [&str; 8] = [
+const OVERRIDDEN_ENV: [&str; 9] = [
     "SECMON_NATS_URL",
     "SECMON_API_LISTEN",
     "SECMON_STORAGE_DATA_DIR",
@@ -79,7 +84,11 @@ const OVERRIDDEN_ENV: [&str; 8] = [
     "SECMON_AGENT_STATE_DIR",
     "SECMON_AGENT_HEARTBEAT_INTERVAL",
     "SECMON_LOG_LEVEL",
+    "SECMON_RULES_DIRS",
 ];
+
+/// Where the rule pack is found without `--rules`, relative to the current directory.
+const DEFAULT_RULES_DIR: &str = "rules";
 
 pub fn run(a: UpArgs) -> anyhow::Result<()> {
     if a.heartbeat_interval.is_zero() || a.heartbeat_timeout <= a.heartbeat_interval {
@@ -94,6 +103,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => default_data_dir()?,
     };
+    let rules_dir = rules_dir(a.rules)?;
     let settings = StackSettings {
         data_dir,
         explicit_nats_url: a.nats_url.is_some(),
@@ -102,6 +112,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
         heartbeat_interval: a.heartbeat_interval,
         heartbeat_timeout: a.heartbeat_timeout,
         log_level: a.log_level,
+        rules_dir,
     };
     let bins = Binaries::next_to_current_exe()?;
     prepare_data_dir(&settings.data_dir)?;
@@ -116,6 +127,25 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
 /// Our own lines, aligned with the children's prefixed ones.
 fn say(msg: impl std::fmt::Display) {
     println!("{:<8}| {msg}", "up");
+}
+
+/// The rules directory for the manager, made absolute (the manager does not run in
+/// our current directory's terms): `--rules` must exist; without it `./rules` is used
+/// when it is a directory, else none.
+fn rules_dir(flag: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    let (dir, explicit) = match flag {
+        Some(d) => (d, true),
+        None => (PathBuf::from(DEFAULT_RULES_DIR), false),
+    };
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {
+            let abs = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
+            Ok(Some(abs))
+        }
+        Ok(_) if explicit => bail!("--rules {} is not a directory", dir.display()),
+        Err(e) if explicit => Err(anyhow!(e).context(format!("cannot use --rules {}", dir.display()))),
+        _ => Ok(None),
+    }
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -294,9 +324,14 @@ async fn start(stack: &mut Stack, st: &StackSettings, bins: &Binaries) -> anyhow
         matches!(h.get(&health), Ok((200, _)))
     })
     .await?;
+    say_rules(&http, &api, st.rules_dir.as_deref()).await;
 
     let agent = spawn_daemon("agent", &bins.agent, &st.agent_config_path())?;
     say(format!("started secmon-agent (pid {}, config {})", agent.pid(), st.agent_config_path().display()));
+    say(format!(
+        "the agent follows {} (missing files are picked up when they appear)",
+        FOLLOWED_LOGS.join(", ")
+    ));
     stack.agent = Some(agent);
     write_pids(&pids, stack);
     let active_url = format!("{api}/api/agents?status=active");
@@ -431,6 +466,29 @@ fn spawn_daemon(label: &str, bin: &Path, config: &Path) -> anyhow::Result<ChildP
     }
     // SIGTERM when we die, so even a SIGKILLed `secmon up` leaves nothing running.
     ChildProc::spawn(label, cmd, Output::Forward, Signal::SIGTERM)
+}
+
+/// Says which rules the manager loaded, as `GET /api/rules` reports them.
+async fn say_rules(http: &Http, api: &str, dir: Option<&Path>) {
+    let Some(dir) = dir else {
+        say(format!(
+            "no rules loaded (no ./{DEFAULT_RULES_DIR} directory here and no --rules): no detection alerts"
+        ));
+        return;
+    };
+    let (h, url) = (http.clone(), format!("{api}/api/rules"));
+    let answer = tokio::task::spawn_blocking(move || h.get(&url)).await;
+    match answer {
+        Ok(Ok((200, body))) => {
+            let count = |k: &str| body[k].as_array().map_or(0, Vec::len);
+            let problems = match count("problems") {
+                0 => String::new(),
+                n => format!(", {n} problem(s): see GET {api}/api/rules"),
+            };
+            say(format!("rules: {} loaded from {}{problems}", count("rules"), dir.display()));
+        }
+        _ => say(format!("rules: loading {} (GET {api}/api/rules did not answer)", dir.display())),
+    }
 }
 
 /// Polls `ready` (a blocking check) every 100 ms until it holds (`Ok(true)`), failing

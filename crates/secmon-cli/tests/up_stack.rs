@@ -2,7 +2,7 @@
 //! agent binaries, real nats-server processes, the REST API over a real socket.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,9 @@ impl Up {
             .arg("500ms")
             .arg("--heartbeat-timeout")
             .arg("2s")
+            // From the repository root, as scripts/up runs it: the default `./rules`
+            // is the rule pack.
+            .current_dir(workspace_root())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -84,6 +87,10 @@ impl Up {
             .wait_timeout(Duration::from_secs(40))
             .unwrap_or_else(|| panic!("secmon up did not exit after SIGINT:\n{}", self.output()))
     }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 fn http() -> ureq::Agent {
@@ -131,6 +138,17 @@ fn up_brings_the_stack_up_and_tracks_and_stops_it() {
     let id = agents[0]["id"].as_str().unwrap().to_owned();
     // We used the server we were given, so started none.
     assert!(up.pids()["nats"].is_null(), "{}", up.pids());
+
+    // Started from the repository root, the manager runs the shipped rule pack.
+    let rules = http_get(&format!("{}/api/rules", up.api)).expect("GET /api/rules");
+    let pack = workspace_root().join("rules");
+    assert_eq!(rules["dirs"], json!([pack.to_str().unwrap()]), "{rules:#}");
+    let ids: Vec<&str> = rules["rules"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert!(ids.contains(&"2a490c5f-4390-4c2a-8fcd-d6a331e88aa0"), "no ssh_brute_force rule: {rules:#}");
+    assert!(rules["problems"].as_array().unwrap().is_empty(), "{rules:#}");
+    let out = up.output();
+    assert!(out.contains(&format!("loaded from {}", pack.display())), "{out}");
+    assert!(out.contains("/var/log/auth.log"), "{out}");
 
     // A ping round trip through the API.
     let mut resp = http()
@@ -244,6 +262,22 @@ fn up_refuses_a_nats_server_without_jetstream() {
     let out = up.output();
     assert!(out.contains("JetStream off") && out.contains("-js"), "{out}");
     assert!(!up.stack_dir().join("manager.toml").exists(), "started anyway:\n{out}");
+}
+
+#[test]
+fn up_refuses_a_rules_dir_that_does_not_exist() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secmon"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(data.path().join("stack"))
+        .args(["--rules", "/nonexistent/secmon-rules"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rules /nonexistent/secmon-rules"), "{err}");
+    assert!(!data.path().join("stack").exists(), "started anyway");
 }
 
 fn nats_answers(port: u16) -> bool {

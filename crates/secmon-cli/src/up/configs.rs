@@ -20,7 +20,14 @@ pub struct StackSettings {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub log_level: String,
+    /// The manager's `[rules] dirs` entry (absolute), or none: no detection alerts.
+    pub rules_dir: Option<PathBuf>,
 }
+
+/// The log files the agent of `secmon up` follows: where Debian/Ubuntu's rsyslog
+/// writes sshd's and everything else's lines. A missing file is picked up when it
+/// appears, so listing both costs nothing on hosts without them.
+pub const FOLLOWED_LOGS: [&str; 2] = ["/var/log/auth.log", "/var/log/syslog"];
 
 impl StackSettings {
     pub fn manager_config_path(&self) -> PathBuf {
@@ -65,6 +72,7 @@ impl StackSettings {
                 ]),
             ),
             ("log", table([("level", s(&self.log_level))])),
+            ("rules", table([("dirs", Value::Array(self.rules_dir.iter().map(|d| path(d)).collect()))])),
         ]);
         render("secmon-manager", doc)
     }
@@ -88,6 +96,12 @@ impl StackSettings {
                     ("description", s("system configuration (secmon up)")),
                     ("recursive", Value::Boolean(true)),
                 ])]),
+            ),
+            (
+                "logs",
+                Value::Array(
+                    FOLLOWED_LOGS.iter().map(|p| table([("path", s(*p)), ("format", s("auto"))])).collect(),
+                ),
             ),
         ]);
         render("secmon-agent", doc)
@@ -143,6 +157,7 @@ mod tests {
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(2),
             log_level: "info".into(),
+            rules_dir: Some("/src/secmon/rules".into()),
         }
     }
 
@@ -159,6 +174,20 @@ mod tests {
         assert_eq!(a["agent"]["state_dir"].as_str(), Some("/d \"q\"/agent"));
         assert_eq!(a["agent"]["heartbeat_interval"].as_str(), Some("500ms"));
         assert_eq!(a["log"]["level"].as_str(), Some("info"));
+    }
+
+    #[test]
+    fn manager_loads_the_rules_dir_and_agent_follows_the_auth_logs() {
+        let mut st = settings();
+        let m: Table = toml::from_str(&st.manager_toml()).unwrap();
+        assert_eq!(m["rules"]["dirs"].as_array().unwrap(), &vec![Value::from("/src/secmon/rules")]);
+        let a: Table = toml::from_str(&st.agent_toml()).unwrap();
+        let logs: Vec<_> =
+            a["logs"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
+        assert_eq!(logs, ["/var/log/auth.log", "/var/log/syslog"]);
+        st.rules_dir = None;
+        let m: Table = toml::from_str(&st.manager_toml()).unwrap();
+        assert!(m["rules"]["dirs"].as_array().unwrap().is_empty());
     }
 
     #[test]
