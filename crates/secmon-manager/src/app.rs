@@ -19,6 +19,7 @@ use crate::detection::{self, RulesHandle};
 use crate::ingest::{self, IngestContext, IngestSettings};
 use crate::metrics::Metrics;
 use crate::registry::{self, RegistryConfig, RegistryHandle};
+use crate::status_events;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::streams::{self, EventStreamLimits};
@@ -42,7 +43,8 @@ pub struct ManagerHandle {
     started_at: DateTime<Utc>,
     stop: CancellationToken,
     /// In stop order: API first (no new commands), then ingest, rule evaluation
-    /// (drains what ingest stored) and the registry.
+    /// (drains what ingest and the agent status events stored; it ends when both
+    /// have stopped) and the registry.
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -77,6 +79,7 @@ impl Manager {
         let stop = CancellationToken::new();
         // Stops what already runs if a later step fails.
         let started = stop.clone().drop_guard();
+        let (status_tx, status_rx) = status_events::channel();
         let (registry, registry_task) = registry::start(
             nats.clone(),
             subjects.clone(),
@@ -87,6 +90,7 @@ impl Manager {
                 check_interval: cfg.agents.check_interval,
             },
             started_at,
+            status_tx,
             stop.child_token(),
         )
         .await?;
@@ -105,6 +109,9 @@ impl Manager {
         // Ends when ingest drops its sender, after the last stored batch.
         let evaluator =
             tokio::spawn(detection::evaluate::run(eval_rx, rules.clone(), alerts.clone(), metrics.clone()));
+        // Ends when the registry drops its sender, after its last flush.
+        let status_events_task =
+            tokio::spawn(status_events::run(status_rx, store.clone(), eval_tx.clone(), metrics.clone()));
         let rule_watch =
             tokio::spawn(detection::watch::run(rules.clone(), cfg.rules.watch_interval, stop.child_token()));
         let ingest_tasks = ingest::start(
@@ -163,6 +170,7 @@ impl Manager {
                 ("rule watch", rule_watch),
                 ("lag monitor", ingest_tasks.lag),
                 ("registry", registry_task),
+                ("agent status events", status_events_task),
                 ("alert publisher", alert_publisher),
             ],
         })

@@ -13,5 +13,6 @@ pub mod log_limit;
 pub mod metrics;
 pub mod registry;
 pub mod seq;
+pub mod status_events;
 pub mod store;
 pub mod streams;

@@ -60,6 +60,10 @@ pub struct Metrics {
     /// Status transitions not stored because too many piled up for one agent while
     /// storage was failing.
     pub status_changes_dropped: Counter,
+    /// Manager-made `agent` events (`disconnected`) stored.
+    pub agent_status_events: Counter,
+    /// Manager-made `agent` events lost: the queue stayed full, or storage kept failing.
+    pub agent_status_events_dropped: Counter,
     /// Event batches whose commit failed (retried, not acknowledged meanwhile).
     pub ingest_store_errors: Counter,
     /// File (and camera device) events stored but not applied to the file state,
@@ -117,6 +121,8 @@ impl Metrics {
             commands: Family::default(),
             registry_store_errors: Counter::default(),
             status_changes_dropped: Counter::default(),
+            agent_status_events: Counter::default(),
+            agent_status_events_dropped: Counter::default(),
             ingest_store_errors: Counter::default(),
             file_state_skipped: Family::default(),
             api_request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -180,6 +186,16 @@ impl Metrics {
             "status_changes_dropped",
             "Status transitions not stored because storage failed for too long",
             m.status_changes_dropped.clone(),
+        );
+        registry.register(
+            "agent_status_events",
+            "Agent status change events (disconnected) the manager stored",
+            m.agent_status_events.clone(),
+        );
+        registry.register(
+            "agent_status_events_dropped",
+            "Agent status change events lost (queue full or storage failing)",
+            m.agent_status_events_dropped.clone(),
         );
         registry.register(
             "ingest_store_errors",

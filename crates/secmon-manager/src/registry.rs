@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use async_nats::{Client, Message, Subscriber};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use secmon_proto::payload::DisconnectReason;
 use secmon_proto::{
     AgentId, AgentStatus, CommandRequest, Heartbeat, PROTOCOL_VERSION, RegisterReply, Registration,
     ShutdownNotice, Subjects, Versioned,
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::lifecycle::{self, Refusal, Transition};
 use crate::log_limit::{LogLimiter, clip};
 use crate::metrics::{Metrics, StatusLabel};
+use crate::status_events::{self, Outbox, StatusEventSender};
 use crate::store::{AgentRecord, StatusChange, Store, StoreError};
 
 /// Control messages (register, heartbeat, shutdown) larger than this are refused.
@@ -129,7 +131,9 @@ impl RegistryHandle {
 /// Starts the registry: loads every agent from `store`, subscribes, and spawns
 /// the actor, which runs until `stop` is cancelled (then flushes `last_seen`).
 /// `started_at` is the manager's start: silence is measured from it at the
-/// earliest, so a restart does not disconnect the fleet.
+/// earliest, so a restart does not disconnect the fleet. Changes to
+/// `disconnected` go to `status_events` as events ([`crate::status_events`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     client: Client,
     subjects: Subjects,
@@ -137,6 +141,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
     cfg: RegistryConfig,
     started_at: DateTime<Utc>,
+    status_events: StatusEventSender,
     stop: CancellationToken,
 ) -> Result<(RegistryHandle, JoinHandle<()>), RegistryError> {
     let loaded = store.load_agents().await?;
@@ -161,6 +166,7 @@ pub async fn start(
         client,
         subjects,
         store,
+        events: Outbox::new(status_events, metrics.clone()),
         metrics,
         cfg,
         started_at,
@@ -202,6 +208,8 @@ struct Actor {
     client: Client,
     subjects: Subjects,
     store: Arc<dyn Store>,
+    /// `agent`/`disconnected` events on their way to storage and the rules.
+    events: Outbox,
     metrics: Arc<Metrics>,
     cfg: RegistryConfig,
     started_at: DateTime<Utc>,
@@ -350,6 +358,7 @@ impl Actor {
         match lifecycle::on_shutdown(existing.as_ref(), &n.reason, Utc::now()) {
             Ok(tr) => {
                 tracing::info!(agent = %n.agent_id, reason = %n.reason, "agent shut down");
+                self.emit_disconnect(&tr, DisconnectReason::ShutdownNotice);
                 self.apply(tr, false);
             }
             Err(r) => self.refused(&m, r),
@@ -387,8 +396,18 @@ impl Actor {
         };
         for tr in timed_out {
             tracing::info!(agent = %tr.record.id, last_seen = ?tr.record.last_seen, "agent heartbeat timeout");
+            self.emit_disconnect(&tr, DisconnectReason::HeartbeatTimeout);
             self.apply(tr, false);
         }
+    }
+
+    /// Queues the `agent`/`disconnected` event of a transition that changed the
+    /// status to disconnected (a notice from a disconnected agent changes nothing).
+    fn emit_disconnect(&mut self, tr: &Transition, reason: DisconnectReason) {
+        let Some(c) = tr.change.as_ref().filter(|c| c.to == AgentStatus::Disconnected) else { return };
+        let env =
+            status_events::disconnected_event(c, reason, tr.record.last_seen, self.cfg.heartbeat_timeout);
+        self.events.push(env);
     }
 
     fn get(&self, id: &AgentId) -> Option<AgentRecord> {
@@ -483,6 +502,7 @@ impl Actor {
         if std::mem::take(&mut self.statuses_changed) {
             self.publish_gauges();
         }
+        self.events.offer();
     }
 
     fn publish_gauges(&self) {

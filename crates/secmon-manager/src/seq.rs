@@ -157,4 +157,14 @@ mod tests {
         let mut s = s;
         assert_eq!(observe(&mut s, u64::MAX), SeqOutcome::Replay);
     }
+
+    /// Sequence 0 is the manager's own events' marker ([`crate::status_events`]):
+    /// an agent event with it is never stored, whatever came before.
+    #[test]
+    fn zero_is_never_kept() {
+        for seqs in [&[0][..], &[1, 0], &[1, 5, 0]] {
+            let (_, out) = run(seqs);
+            assert_eq!(out.last(), Some(&SeqOutcome::Replay), "{seqs:?}");
+        }
+    }
 }

@@ -22,6 +22,38 @@ pub struct EventLoss {
     pub reason: String,
 }
 
+/// `agent` class, activity `disconnected`: made by the manager (not the agent) when
+/// its registry marks an agent disconnected. Such envelopes have `seq` 0, which no
+/// agent event can have (agents count from 1 and ingest drops 0 as a replay), so
+/// they stay out of the agent's sequence tracking; `extra` carries
+/// [`MANAGER_ORIGIN`] too, for readers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatusChange {
+    pub reason: DisconnectReason,
+    /// The status before (`pending`, `active`).
+    pub from: crate::AgentStatus,
+    /// The last heartbeat or registration; null when never seen.
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    /// The manager's heartbeat timeout (`[agents] heartbeat_timeout`).
+    pub timeout_secs: u64,
+    /// The status reason the registry recorded (`heartbeat timeout`,
+    /// `shutdown notice: SIGTERM`).
+    pub detail: String,
+}
+
+/// Why the manager marked an agent disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReason {
+    /// No heartbeat within the timeout and no shutdown notice: worth an alert.
+    HeartbeatTimeout,
+    /// The agent said it was stopping.
+    ShutdownNotice,
+}
+
+/// The `extra` field (`"origin": "manager"`) of events the manager makes itself.
+pub const MANAGER_ORIGIN: (&str, &str) = ("origin", "manager");
+
 /// `file` class (and `device` class for camera devices): one change or access seen by
 /// the agent's file integrity monitoring. Activities: `created`, `modified`,
 /// `attributes_changed`, `deleted`, `renamed`, `accessed`.

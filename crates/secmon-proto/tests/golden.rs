@@ -345,3 +345,39 @@ fn alert_messages() {
     assert_eq!(v["kind"], "raised");
     assert!(v.get("change").is_none());
 }
+
+#[test]
+fn manager_made_agent_disconnected() {
+    let (k, v) = payload::MANAGER_ORIGIN;
+    let env = Envelope {
+        seq: 0,
+        activity: "disconnected".into(),
+        severity: Severity::Medium,
+        payload: serde_json::to_value(payload::AgentStatusChange {
+            reason: payload::DisconnectReason::HeartbeatTimeout,
+            from: AgentStatus::Active,
+            last_seen: Some(t(1_794_999_900, 0)),
+            timeout_secs: 90,
+            detail: "heartbeat timeout".into(),
+        })
+        .unwrap(),
+        extra: [(k.to_owned(), json!(v))].into_iter().collect(),
+        ..envelope()
+    };
+    check("envelope_agent_disconnected", &env);
+    assert_eq!(env.payload["reason"], "heartbeat_timeout");
+    assert_eq!(env.payload["from"], "active");
+    assert_eq!(env.payload["last_seen"], "2026-11-18T11:05:00Z");
+    let shutdown = payload::AgentStatusChange {
+        reason: payload::DisconnectReason::ShutdownNotice,
+        from: AgentStatus::Pending,
+        last_seen: None,
+        timeout_secs: 90,
+        detail: "shutdown notice: SIGTERM".into(),
+    };
+    let v = serde_json::to_value(&shutdown).unwrap();
+    assert_eq!(
+        (&v["reason"], &v["from"], &v["last_seen"]),
+        (&json!("shutdown_notice"), &json!("pending"), &json!(null))
+    );
+}
