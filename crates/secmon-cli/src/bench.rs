@@ -8,6 +8,7 @@ mod fleet;
 mod harness;
 mod ingest;
 mod raw_http;
+mod rules;
 mod sim;
 mod stats;
 
@@ -41,6 +42,9 @@ enum BenchCmd {
     FimLatency(fim::LatencyArgs),
     /// FIM agent RSS and CPU, idle with 10 watches and during a file burst.
     FimLoad(fim::LoadArgs),
+    /// Detection throughput of the rule engine alone on one core (SigmaHQ Linux
+    /// rules plus the secmon pack, mixed corpus), beside the rsigma CLI.
+    Rules(rules::RulesArgs),
 }
 
 pub fn run(a: BenchArgs, g: &Global) -> anyhow::Result<()> {
@@ -50,6 +54,7 @@ pub fn run(a: BenchArgs, g: &Global) -> anyhow::Result<()> {
         BenchCmd::FimScan(s) => return fim::scan(s, g.json),
         BenchCmd::FimLatency(l) => return fim::latency(l, g.json),
         BenchCmd::FimLoad(l) => return fim::load(l, g.json),
+        BenchCmd::Rules(r) => return rules::run(r, g.json),
         other => other,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -58,7 +63,7 @@ pub fn run(a: BenchArgs, g: &Global) -> anyhow::Result<()> {
             BenchCmd::Ingest(i) => ingest::run(i, g.json).await,
             BenchCmd::Command(c) => command::run(c, g.json).await,
             BenchCmd::Fleet(f) => fleet::run(f, g.json).await,
-            BenchCmd::FimScan(_) | BenchCmd::FimLatency(_) | BenchCmd::FimLoad(_) => {
+            BenchCmd::FimScan(_) | BenchCmd::FimLatency(_) | BenchCmd::FimLoad(_) | BenchCmd::Rules(_) => {
                 unreachable!("run above")
             }
         }

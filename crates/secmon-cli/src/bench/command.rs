@@ -54,6 +54,7 @@ pub async fn run(a: CommandArgs, json_out: bool) -> anyhow::Result<()> {
         check_interval: Duration::from_secs(1),
         batch_size: None,
         dir: a.dir.clone(),
+        rules_dirs: Vec::new(),
     };
     let h = Harness::start(&opts).await?;
     let result = measure(&h, &a).await;

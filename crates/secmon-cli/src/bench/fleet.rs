@@ -72,6 +72,7 @@ pub async fn run(a: FleetArgs, json_out: bool) -> anyhow::Result<()> {
         check_interval: (a.heartbeat_interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
         batch_size: None,
         dir: a.dir.clone(),
+        rules_dirs: Vec::new(),
     };
     let h = Harness::start(&opts).await?;
     let result = measure(&h, &a, json_out).await;

@@ -23,6 +23,8 @@ pub struct HarnessOptions {
     /// Parent of the temp dir (default: the system temp dir). Put it on the disk
     /// you want to measure.
     pub dir: Option<PathBuf>,
+    /// `[rules] dirs` of the manager: the Sigma rules run over every stored event.
+    pub rules_dirs: Vec<PathBuf>,
 }
 
 pub struct Harness {
@@ -58,6 +60,7 @@ impl Harness {
         if let Some(b) = o.batch_size {
             cfg.ingest.batch_size = b;
         }
+        cfg.rules.dirs = o.rules_dirs.clone();
         cfg.validate().context("bench manager config")?;
         let subjects = Subjects::new(cfg.nats.subject_prefix.clone());
         let manager = Manager::start(cfg).await.context("cannot start the manager")?;

@@ -40,6 +40,14 @@ pub struct IngestArgs {
     /// Parent directory of the temp NATS store and database [default: system temp dir].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run these Sigma rule directories in the manager ([rules] dirs; repeatable),
+    /// and wait until every event is evaluated as well as stored.
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
+    /// Publish the mixed corpus of `secmon bench rules` (log lines, process starts,
+    /// file changes, connections) instead of FIM modifications.
+    #[arg(long)]
+    pub mixed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +68,13 @@ pub struct IngestReport {
     pub duplicates_dropped: u64,
     pub rejected: u64,
     pub seq_gap_events: u64,
+    /// With `--rules`: rules the manager loaded, events it evaluated, matches, and
+    /// the time from first publish until the last event was evaluated.
+    pub rules_loaded: i64,
+    pub rule_events_evaluated: u64,
+    pub rule_matches: u64,
+    pub evaluated_secs: f64,
+    pub evaluated_events_per_sec: f64,
     /// CPU seconds from first publish to last event stored: the bench process
     /// (manager and simulated agents together) and the nats-server.
     pub cpu_secs_manager_and_agents: f64,
@@ -84,8 +99,10 @@ pub async fn run(a: IngestArgs, json_out: bool) -> anyhow::Result<()> {
         check_interval: Duration::from_secs(1),
         batch_size: a.batch,
         dir: a.dir.clone(),
+        rules_dirs: a.rules.clone(),
     };
     let h = Harness::start(&opts).await?;
+    let a_rules_empty = a.rules.is_empty();
     if !json_out {
         eprintln!(
             "bench ingest: {} agents, {} events, manager batch {}, data in {}",
@@ -131,6 +148,16 @@ pub async fn run(a: IngestArgs, json_out: bool) -> anyhow::Result<()> {
             r.rejected,
             r.seq_gap_events
         );
+        if !a_rules_empty {
+            println!(
+                "  rules: {} loaded; {} events evaluated in {:.2} s = {} events/s, {} matches",
+                r.rules_loaded,
+                r.rule_events_evaluated,
+                r.evaluated_secs,
+                thousands(r.evaluated_events_per_sec),
+                r.rule_matches
+            );
+        }
         println!(
             "  CPU: {:.2} s manager + simulated agents, {:.2} s nats-server = {} events per CPU second",
             r.cpu_secs_manager_and_agents,
@@ -163,6 +190,7 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
 
     let metrics = h.manager.metrics();
     let base = metrics.events_ingested.get();
+    let (eval_base, match_base) = (metrics.rule_events_evaluated.get(), metrics.rule_matches.get());
     let window = (a.inflight / a.agents).max(1);
     let per_agent = a.events / a.agents as u64;
     let extra = a.events % a.agents as u64;
@@ -174,8 +202,8 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
     for (i, agent) in agents.into_iter().enumerate() {
         let count = per_agent + u64::from((i as u64) < extra);
         let js = jetstream::new(conns[i % conns.len()].clone());
-        let subject = h.subjects.event(&agent.id, EventClass::File);
-        tasks.push(tokio::spawn(publish_agent(js, subject, agent, count, window)));
+        let subjects = h.subjects.clone();
+        tasks.push(tokio::spawn(publish_agent(js, subjects, agent, count, window, a.mixed)));
     }
     let (mut bytes, mut retries) = (0u64, 0u64);
     for t in tasks {
@@ -195,6 +223,20 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
         if n != last.0 {
             last = (n, Instant::now());
         } else if last.1.elapsed() > STALL_TIMEOUT {
+            break t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // With rules: until the last stored event has been evaluated too.
+    let mut last_eval = (metrics.rule_events_evaluated.get(), Instant::now());
+    let evaluated_elapsed = loop {
+        let n = metrics.rule_events_evaluated.get() - eval_base;
+        if a.rules.is_empty() || n >= a.events {
+            break t0.elapsed();
+        }
+        if n != last_eval.0 {
+            last_eval = (n, Instant::now());
+        } else if last_eval.1.elapsed() > STALL_TIMEOUT {
             break t0.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -225,6 +267,11 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
         duplicates_dropped: metrics.events_duplicate.get(),
         rejected,
         seq_gap_events: metrics.seq_gap_events.get(),
+        rules_loaded: metrics.rules_loaded.get(),
+        rule_events_evaluated: metrics.rule_events_evaluated.get() - eval_base,
+        rule_matches: metrics.rule_matches.get() - match_base,
+        evaluated_secs: evaluated_elapsed.as_secs_f64(),
+        evaluated_events_per_sec: rate(metrics.rule_events_evaluated.get() - eval_base, evaluated_elapsed),
         cpu_secs_manager_and_agents: cpu.0,
         cpu_secs_nats: cpu.1,
         events_per_cpu_sec: rate(stored.min(a.events), Duration::from_secs_f64(cpu.0 + cpu.1)),
@@ -236,26 +283,28 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
 /// `window` awaiting their ack. Returns (bytes published, retries).
 async fn publish_agent(
     js: jetstream::Context,
-    subject: String,
+    subjects: secmon_proto::Subjects,
     agent: SimAgent,
     count: u64,
     window: usize,
+    mixed: bool,
 ) -> anyhow::Result<(u64, u64)> {
     let mut pending = FuturesUnordered::new();
     let (mut bytes, mut retries) = (0u64, 0u64);
     for seq in 1..=count {
-        let env = sample_event(&agent, seq);
+        let env = if mixed { super::rules::corpus_event(&agent.id, seq) } else { sample_event(&agent, seq) };
+        let subject = subjects.event(&agent.id, env.class);
         let id = env.id.to_string();
         let body: Bytes = serde_json::to_vec(&env)?.into();
         bytes += body.len() as u64;
         let ack = js.send_publish(subject.clone(), publish(&body, &id)).await?;
-        pending.push(async move { (ack.await, body, id) });
+        pending.push(async move { (ack.await, body, id, subject) });
         while pending.len() >= window {
-            let (res, body, id) = pending.next().await.expect("non-empty");
+            let (res, body, id, subject) = pending.next().await.expect("non-empty");
             retries += settle(&js, &subject, res, &body, &id).await?;
         }
     }
-    while let Some((res, body, id)) = pending.next().await {
+    while let Some((res, body, id, subject)) = pending.next().await {
         retries += settle(&js, &subject, res, &body, &id).await?;
     }
     Ok((bytes, retries))
