@@ -59,9 +59,15 @@ fn a_child_holding_a_file_open_is_found() {
     // The child gets the file as its stdin; the test closes its own copy at once.
     let file = std::fs::File::open(&held).unwrap();
     let child = ChildGuard::new(Command::new("sleep").arg("30").stdin(file).spawn().unwrap());
-    let holders = holders_of(&held);
-    let found = holders.iter().find(|p| p.pid == child.pid()).unwrap_or_else(|| panic!("{holders:?}"));
-    assert_eq!(found.cmdline.as_deref(), Some("sleep 30"));
+    // Until the child has exec'ed `sleep` its command line is still empty: retry.
+    let pid = child.pid();
+    let described = || holders_of(&held).into_iter().find(|p| p.pid == pid);
+    assert!(
+        wait_until(Duration::from_secs(10), || described()
+            .is_some_and(|p| p.cmdline.as_deref() == Some("sleep 30"))),
+        "{:?}",
+        holders_of(&held)
+    );
     // Anything else is a child a parallel test thread forked meanwhile (it holds
     // copies of this process's descriptors until it execs): it goes away.
     assert!(wait_until(Duration::from_secs(10), || holders_of(&held).len() == 1));
