@@ -213,13 +213,32 @@ fn nested_directories_created_in_a_burst_are_all_reported() {
         }
     }
     let all = run.events.files_after(QUIET);
-    let mut per_path: HashMap<String, usize> = HashMap::new();
+    let mut created: HashMap<String, usize> = HashMap::new();
+    let mut last_size: HashMap<String, u64> = HashMap::new();
     for (a, f) in &all {
-        assert_eq!(a, "created", "only creations:\n{}", run.events.dump());
-        *per_path.entry(f.path.clone()).or_default() += 1;
+        match a.as_str() {
+            "created" => *created.entry(f.path.clone()).or_default() += 1,
+            // A file the walk of its new directory found still empty (its writer had
+            // not written yet: seen under CPU load) is then reported modified; that
+            // is the real sequence of states, and the final state must be right.
+            "modified" => assert!(
+                f.path.rsplit('/').next().is_some_and(|n| n.starts_with('f')),
+                "only files are written:\n{}",
+                run.events.dump()
+            ),
+            other => panic!("only creations and late writes, got {other}:\n{}", run.events.dump()),
+        }
+        if let Some(after) = &f.after {
+            last_size.insert(f.path.clone(), after.size);
+        }
     }
-    assert_eq!(per_path.len(), 5 * 8);
-    assert!(per_path.values().all(|n| *n == 1), "each path once:\n{}", run.events.dump());
+    assert_eq!(created.len(), 5 * 8, "every path created:\n{}", run.events.dump());
+    assert!(created.values().all(|n| *n == 1), "each path created once:\n{}", run.events.dump());
+    for (path, size) in &last_size {
+        if path.rsplit('/').next().is_some_and(|n| n.starts_with('f')) {
+            assert_eq!(*size, 1, "{path}: final state has the written content:\n{}", run.events.dump());
+        }
+    }
     run.stop();
 }
 
