@@ -2,19 +2,12 @@
 //! one: `show`, `ack`, `close`, `reopen`. The actions are `PATCH
 //! /api/alerts/{id}`; the manager checks the transition and keeps the history.
 
-use std::time::Duration;
-
-use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 
 use crate::Global;
-use crate::api_client::{ApiClient, error_line, segment};
+use crate::api_client::{ApiClient, segment};
 use crate::fleet;
 use crate::output::{Table, field, print, print_json, time};
-
-/// Largest API answer read.
-const MAX_RESPONSE_BYTES: u64 = 16 << 20;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -72,46 +65,13 @@ fn change(c: ChangeArgs, status: &str, g: &Global) -> anyhow::Result<()> {
     if let Some(by) = c.by {
         body["by"] = Value::String(by);
     }
-    let al = patch(&g.api, &format!("/api/alerts/{}", segment(&c.id)), body)?;
+    let al = ApiClient::new(&g.api).patch(&format!("/api/alerts/{}", segment(&c.id)), body)?;
     if g.json {
         print_json(&al);
     } else {
         print(&format!("alert {} is now {}\n", field(&al, "id"), field(&al, "status")));
     }
     Ok(())
-}
-
-/// PATCH with a JSON body; the API's error JSON becomes the error line other
-/// commands print.
-fn patch(base: &str, path: &str, body: Value) -> anyhow::Result<Value> {
-    let base = base.trim_end_matches('/');
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(REQUEST_TIMEOUT))
-        .user_agent(concat!("secmon-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let url = format!("{base}{path}");
-    let mut resp = agent.patch(&url).send_json(body).map_err(|e| match e {
-        ureq::Error::BadUri(_) | ureq::Error::Http(_) => {
-            anyhow!("invalid API URL {base:?}: {e} (expected e.g. http://127.0.0.1:8080)")
-        }
-        e => anyhow!(
-            "cannot reach the manager API at {base}: {e} (is `secmon up` running? set --api or SECMON_API)"
-        ),
-    })?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_RESPONSE_BYTES)
-        .read_to_string()
-        .with_context(|| format!("reading the response of {url}"))?;
-    if (200..300).contains(&status) {
-        return serde_json::from_str(&text)
-            .with_context(|| format!("the manager API at {base} answered something that is not JSON"));
-    }
-    Err(anyhow!(error_line(status, &text)))
 }
 
 fn details(al: &Value) -> String {

@@ -22,6 +22,7 @@ pub struct ApiClient {
 enum Method {
     Get,
     Post(Value),
+    Patch(Value),
     Delete,
 }
 
@@ -48,6 +49,10 @@ impl ApiClient {
         self.call(Method::Post(body), path, &[])
     }
 
+    pub fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(Method::Patch(body), path, &[])
+    }
+
     pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.call(Method::Delete, path, &[])
     }
@@ -58,6 +63,7 @@ impl ApiClient {
             Method::Get => self.agent.get(&url).query_pairs(query.iter().copied()).call(),
             Method::Delete => self.agent.delete(&url).call(),
             Method::Post(body) => self.agent.post(&url).send_json(body),
+            Method::Patch(body) => self.agent.patch(&url).send_json(body),
         };
         let mut resp = result.map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();
@@ -93,7 +99,7 @@ impl ApiClient {
 
 /// `API error 409 agent_not_active: agent ... is disconnected` from the API's error
 /// JSON, or the status and the start of the body when it is not that JSON.
-pub fn error_line(status: u16, body: &str) -> String {
+fn error_line(status: u16, body: &str) -> String {
     let parsed: Option<(String, String)> = serde_json::from_str::<Value>(body).ok().and_then(|v| {
         let e = v.get("error")?;
         Some((e.get("code")?.as_str()?.to_owned(), e.get("message")?.as_str()?.to_owned()))

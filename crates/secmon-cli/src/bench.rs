@@ -49,25 +49,21 @@ enum BenchCmd {
 
 pub fn run(a: BenchArgs, g: &Global) -> anyhow::Result<()> {
     init_logging();
-    // The FIM benches drive a real agent process; they need no runtime here.
-    let cmd = match a.cmd {
-        BenchCmd::FimScan(s) => return fim::scan(s, g.json),
-        BenchCmd::FimLatency(l) => return fim::latency(l, g.json),
-        BenchCmd::FimLoad(l) => return fim::load(l, g.json),
-        BenchCmd::Rules(r) => return rules::run(r, g.json),
-        other => other,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
-        match cmd {
-            BenchCmd::Ingest(i) => ingest::run(i, g.json).await,
-            BenchCmd::Command(c) => command::run(c, g.json).await,
-            BenchCmd::Fleet(f) => fleet::run(f, g.json).await,
-            BenchCmd::FimScan(_) | BenchCmd::FimLatency(_) | BenchCmd::FimLoad(_) | BenchCmd::Rules(_) => {
-                unreachable!("run above")
-            }
-        }
-    })
+    // The FIM and rules benches drive a real agent process or run on this thread;
+    // only the others need a runtime.
+    match a.cmd {
+        BenchCmd::FimScan(s) => fim::scan(s, g.json),
+        BenchCmd::FimLatency(l) => fim::latency(l, g.json),
+        BenchCmd::FimLoad(l) => fim::load(l, g.json),
+        BenchCmd::Rules(r) => rules::run(r, g.json),
+        BenchCmd::Ingest(i) => block_on(ingest::run(i, g.json)),
+        BenchCmd::Command(c) => block_on(command::run(c, g.json)),
+        BenchCmd::Fleet(f) => block_on(fleet::run(f, g.json)),
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
 }
 
 /// The in-process manager logs through tracing: warnings and errors by default

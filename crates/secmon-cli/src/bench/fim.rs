@@ -90,7 +90,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// A `secmon-agent` child in local-only mode with its socket connected.
 struct AgentRun {
     child: Child,
-    dir: tempfile::TempDir,
+    /// Config, state and socket; removed when the run is dropped.
+    _dir: tempfile::TempDir,
     events: mpsc::Receiver<Value>,
     started: Instant,
 }
@@ -137,7 +138,7 @@ impl AgentRun {
                 }
             }
         });
-        Ok(Self { child, dir, events, started })
+        Ok(Self { child, _dir: dir, events, started })
     }
 
     /// Waits for the first event matching `pred`.
@@ -175,7 +176,6 @@ impl AgentRun {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = &self.dir;
     }
 }
 

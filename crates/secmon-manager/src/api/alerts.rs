@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::ApiContext;
-use super::error::{ApiError, ErrorBody, echo};
+use super::error::{ApiError, ErrorBody, echo, json_body};
 use super::params::{self, NoParams};
 use crate::alerts::{AlertError, MAX_BY, MAX_COMMENT, StatusRequest};
 use crate::store::{AlertDetails, AlertQuery, AlertRecord, AlertStatus, Page};
@@ -126,23 +126,11 @@ pub struct AlertPatch {
 /// The body as an [`AlertPatch`]: a JSON object (serde would take an array for a
 /// struct too); every malformed body is a 400, a body over the size limit a 413.
 fn patch_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result<AlertPatch, ApiError> {
-    match body {
-        Ok(Json(v)) if v.is_object() => {
-            serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-        }
-        Ok(Json(_)) => Err(ApiError::bad_request("invalid JSON body: expected an object")),
-        Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),
-            ))
-        }
-        Err(JsonRejection::MissingJsonContentType(_)) => {
-            Err(ApiError::bad_request("expected a JSON body with Content-Type: application/json"))
-        }
-        Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))),
+    let v = json_body(body)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("invalid JSON body: expected an object"));
     }
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Acknowledge, close or reopen an alert. Allowed: open to acknowledged or

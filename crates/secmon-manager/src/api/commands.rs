@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::agents::{path_id, unknown_agent};
-use super::error::{ApiError, ErrorBody, echo};
+use super::error::{ApiError, ErrorBody, echo, json_body};
 use super::params::{self, NoParams};
 use crate::metrics::ResultLabel;
 
@@ -72,25 +72,6 @@ fn valid_command_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// The body as a [`CommandBody`]; every malformed body is a 400 (not axum's 415 or
-/// 422), a body over the size limit a 413.
-fn body(body: Result<Json<CommandBody>, JsonRejection>) -> Result<CommandBody, ApiError> {
-    match body {
-        Ok(Json(b)) => Ok(b),
-        Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),
-            ))
-        }
-        Err(JsonRejection::MissingJsonContentType(_)) => {
-            Err(ApiError::bad_request("expected a JSON body with Content-Type: application/json"))
-        }
-        Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))),
-    }
-}
-
 /// Send a command to an agent and return its reply.
 #[utoipa::path(
     post, path = "/api/agents/{id}/command", tag = "agents",
@@ -119,7 +100,7 @@ pub async fn send_command(
     let checked = (|| {
         let id = path_id(path)?;
         let _: NoParams = params::query(&uri)?;
-        let b = body(req)?;
+        let b = json_body(req)?;
         if !valid_command_name(&b.command) {
             return Err(ApiError::bad_request(format!(
                 "invalid command name {}: expected 1 to 64 characters of a-z 0-9 _ -",

@@ -4,6 +4,7 @@
 //! not to the client.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,25 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
         "method_not_allowed",
         format!("{} is not allowed on {}", echo(method.as_str()), echo(uri.path())),
     )
+}
+
+/// A JSON request body, with every way it can be wrong as a clear 4xx: a body over the
+/// size limit is a 413, anything else malformed a 400 (not axum's 415 or 422).
+pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(b)) => Ok(b),
+        Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),
+            ))
+        }
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            Err(ApiError::bad_request("expected a JSON body with Content-Type: application/json"))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))),
+    }
 }
 
 #[cfg(test)]
