@@ -504,7 +504,19 @@ fn report_changes_puts_a_unified_diff_in_modified_events() {
     assert!(diff.len() <= 300 + marker.len() + 1);
     // The copy lives in the state dir, named by the path's sha256.
     let copy = state.join("fim/content").join(sha256_hex(f.to_string_lossy().as_bytes()));
-    assert_eq!(fs::read_to_string(copy).unwrap(), "127.0.0.1 localhost\n10.0.0.2 new\n");
+    assert_eq!(fs::read_to_string(&copy).unwrap(), "127.0.0.1 localhost\n10.0.0.2 new\n");
+
+    // A rename with the same content has no diff; the copy follows the file, so the
+    // next change under the new name is diffed against it.
+    let moved = root.join("hosts.moved");
+    fs::rename(&f, &moved).unwrap();
+    let ev = run.events.wait_file("renamed", &moved);
+    assert_eq!(ev.diff, None);
+    assert!(!copy.exists(), "the copy left the old name");
+    fs::write(&moved, "127.0.0.1 localhost\n10.0.0.3 newer\n").unwrap();
+    let ev = run.events.wait_file("modified", &moved);
+    let diff = ev.diff.expect("a diff against the copy that followed the rename");
+    assert!(diff.contains("\n-10.0.0.2 new\n") && diff.contains("\n+10.0.0.3 newer\n"), "{diff}");
     run.stop();
 }
 

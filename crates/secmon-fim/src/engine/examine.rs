@@ -247,22 +247,23 @@ impl Engine {
         if before.kind == FileKind::Dir {
             self.base.move_below(origin, path);
         }
-        let old_copy = self.content.get(origin);
-        self.content.rename(origin, path);
         let changes = compare::rename_changes(&before, &cur);
         let content_changed = changes.iter().any(|c| c == "hash" || c == "size");
-        let mut diff = None;
-        if let Some(text) = content.as_deref().and_then(|c| diff::keepable(path, c)) {
-            if content_changed && let Some(old) = &old_copy {
-                diff = Some(diff::unified(&path.to_string_lossy(), old, text, self.fim.diff_max_bytes));
-            }
-            if let Err(e) = self.content.put(path, text) {
-                tracing::debug!(error = %e, "fim: cannot keep a content copy");
+        // The copy follows the file. When the content was read again (it changed),
+        // `keep_copy` diffs against the copy and replaces it, or drops it when the
+        // content is no longer text (or is now a secret); unread content is unchanged.
+        let diff = if self.ws.list[owner].cfg.report_changes {
+            self.content.rename(origin, path);
+            match content {
+                Some(_) => {
+                    self.keep_copy(path, owner, content.as_deref(), Some(path)).filter(|_| content_changed)
+                }
+                None => None,
             }
         } else {
-            // Not text, or now a secret: the old copy must not outlive it.
-            self.content.remove(path);
-        }
+            self.content.remove(origin);
+            None
+        };
         self.emit_file(
             Activity::Renamed,
             path,
