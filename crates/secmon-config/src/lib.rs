@@ -67,7 +67,29 @@ where
         None => String::new(),
     };
     let origin = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<defaults>"));
+    if is_yaml(&origin) {
+        let table = yaml_to_table(&text, &origin)?;
+        return from_table_with_env(table, env);
+    }
     from_str_with_env(&text, &origin, env)
+}
+
+/// `.yaml` / `.yml` files are YAML (as Wazuh users write their configs); anything
+/// else is TOML.
+pub fn is_yaml(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// Parses YAML into the same table TOML gives, so env overrides, defaults and key
+/// errors work the same. YAML `null` has no TOML counterpart: leave the key out.
+fn yaml_to_table(text: &str, origin: &Path) -> Result<Table, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(Table::new());
+    }
+    yaml_serde::from_str::<Table>(text).map_err(|e| ConfigError::Syntax {
+        path: origin.to_owned(),
+        message: format!("{e} (YAML null is not a value here: leave the key out for its default)"),
+    })
 }
 
 /// Parses TOML text, applies the overrides in `env`, deserializes and validates.
@@ -79,8 +101,15 @@ pub fn from_str_with_env<T>(
 where
     T: DeserializeOwned + Serialize + Default + Validate,
 {
-    let mut table: Table = toml::from_str(text)
+    let table: Table = toml::from_str(text)
         .map_err(|e| ConfigError::Syntax { path: origin.to_owned(), message: e.to_string() })?;
+    from_table_with_env(table, env)
+}
+
+fn from_table_with_env<T>(mut table: Table, env: &BTreeMap<String, String>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
     let schema = Value::try_from(T::default()).ok().and_then(|v| v.as_table().cloned()).unwrap_or_default();
     apply_env(&mut table, &schema, env)?;
     let cfg: T = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
@@ -248,6 +277,23 @@ mod tests {
         assert!(e.contains("agent.heartbeat_interval") && e.contains("greater than zero"), "{e}");
         let e = parse("[agent\n", &[]).unwrap_err().to_string();
         assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn yaml_files_load_like_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "agent: { name: web, heartbeat_interval: \"15s\" }\n").unwrap();
+        let c: Cfg = load_with_env(Some(&p), &env(&[("SECMON_AGENT_PORT", "9")])).unwrap();
+        assert_eq!(c.agent.name, "web");
+        assert_eq!(c.agent.port, 9);
+        assert_eq!(c.agent.heartbeat_interval, Duration::from_secs(15));
+        std::fs::write(&p, "agent:\n  nmae: x\n").unwrap();
+        let e = load_with_env::<Cfg>(Some(&p), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("nmae"), "{e}");
+        std::fs::write(&p, "agent: [unclosed\n").unwrap();
+        let e = load_with_env::<Cfg>(Some(&p), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("c.yaml"), "{e}");
     }
 
     #[test]
