@@ -75,9 +75,11 @@ fn units_pass_systemd_analyze_verify_with_the_real_binaries() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();
-    for (unit, bin) in
-        [("secmon-agent.service", "secmon-agent"), ("secmon-manager.service", "secmon-manager")]
-    {
+    for (unit, bin) in [
+        ("secmon-agent.service", "secmon-agent"),
+        ("secmon-manager.service", "secmon-manager"),
+        ("secmon-wazuh-bridge.service", "secmon-wazuh-bridge"),
+    ] {
         let text = read(unit);
         let installed = format!("/usr/local/bin/{bin}");
         let parsed = parse_unit(&text);
@@ -164,4 +166,19 @@ fn the_manager_unit_runs_unprivileged() {
     assert_eq!(s("StateDirectory"), "secmon-manager");
     let cfg = secmon_manager::config::ManagerConfig::default();
     assert_eq!(cfg.storage.data_dir, Path::new("/var/lib").join(s("StateDirectory")));
+}
+
+#[test]
+fn the_bridge_unit_runs_unprivileged_and_only_reads_the_wazuh_database() {
+    let u = parse_unit(&read("secmon-wazuh-bridge.service"));
+    let s = |k| get(&u, "Service", k);
+    assert_eq!(s("ExecStart"), "/usr/local/bin/secmon-wazuh-bridge --config /etc/secmon/wazuh-bridge.yaml");
+    assert_eq!((s("User"), s("Group"), s("SupplementaryGroups")), ("secmon", "secmon", "wazuh"));
+    assert_eq!(s("CapabilityBoundingSet"), "");
+    assert_eq!(s("NoNewPrivileges"), "yes");
+    assert_eq!(s("ProtectSystem"), "strict");
+    assert_eq!(s("ReadOnlyPaths"), "/var/ossec/queue/db");
+    let cfg = secmon_wazuh_bridge::config::BridgeConfig::default();
+    assert_eq!(cfg.state.dir, Path::new("/var/lib").join(s("StateDirectory")));
+    assert!(cfg.wazuh.db_path.starts_with(s("ReadOnlyPaths")));
 }

@@ -89,8 +89,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["id"], "evt_001_1_registered");
         assert_eq!(
-            lines[0]["sha256"],
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            lines[0]["sha256"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
             "sha256(abc)"
         );
         assert_eq!(lines[1]["subject"], "wazuh.security.agent_events");

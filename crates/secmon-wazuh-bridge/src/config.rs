@@ -76,6 +76,8 @@ pub struct NatsSection {
     pub tls_key: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
+    /// Refuse a plain connection (implied by tls_ca, tls_cert or a `tls://` URL).
+    pub tls_required: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +105,7 @@ impl std::fmt::Debug for NatsSection {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_ca", &self.tls_ca)
+            .field("tls_required", &self.tls_required)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
@@ -121,6 +124,7 @@ impl Default for NatsSection {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            tls_required: false,
             user: None,
             password: None,
             token: None,
@@ -326,6 +330,14 @@ impl BridgeConfig {
             reconnect_base_delay: n.reconnect_delay,
             reconnect_max_delay: n.reconnect_delay.max(Duration::from_secs(30)),
             connect_timeout: n.connect_timeout,
+            credentials_file: n.credentials_file.clone(),
+            tls_ca: n.tls_ca.clone(),
+            tls_cert: n.tls_cert.clone(),
+            tls_key: n.tls_key.clone(),
+            tls_required: n.tls_required,
+            user: n.user.clone(),
+            password: n.password.clone(),
+            token: n.token.clone(),
             ..Default::default()
         }
     }
@@ -333,7 +345,9 @@ impl BridgeConfig {
 
 /// A subject token must not be empty or hold `.`, `*`, `>` or whitespace.
 pub fn valid_subject_token(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 128 && !t.chars().any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+    !t.is_empty()
+        && t.len() <= 128
+        && !t.chars().any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
 }
 
 impl Validate for BridgeConfig {
@@ -392,11 +406,88 @@ impl Validate for BridgeConfig {
             return Err(ConfigError::invalid("nats.tls_key", "tls_cert and tls_key go together"));
         }
         if self.flapping.enabled && (self.flapping.threshold == 0 || self.flapping.window.is_zero()) {
-            return Err(ConfigError::invalid("flapping.threshold", "threshold and window must be greater than zero"));
+            return Err(ConfigError::invalid(
+                "flapping.threshold",
+                "threshold and window must be greater than zero",
+            ));
         }
         if !["json", "text"].contains(&self.monitoring.log_format.as_str()) {
             return Err(ConfigError::invalid("monitoring.log_format", "must be json or text"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(text: &str, name: &str, env: &[(&str, &str)]) -> Result<BridgeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        secmon_config::load_with_env(Some(&p), &env)
+    }
+
+    #[test]
+    fn the_shipped_example_loads_and_differs_from_the_defaults_only_in_the_node_name() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/wazuh-bridge.yaml");
+        let c: BridgeConfig = secmon_config::load_with_env(Some(&p), &BTreeMap::new()).unwrap();
+        let mut d = BridgeConfig::default();
+        d.wazuh.manager_node = "wazuh-manager-01".into();
+        assert_eq!(c, d);
+    }
+
+    #[test]
+    fn yaml_as_in_the_issue_toml_env_and_several_sources() {
+        let c = load(
+            "wazuh: { db_path: \"/var/ossec/queue/db/global.db\", poll_interval: \"5s\", manager_node: \"wazuh-manager-01\" }\n\
+             nats: { url: \"nats://localhost:4222\", subject_prefix: \"wazuh\", max_reconnects: 10, reconnect_delay: \"2s\" }\n\
+             security: { encrypt_messages: false }\n\
+             monitoring: { enable_metrics: true, metrics_port: 9090, log_level: \"info\" }\n\
+             sources:\n  - { db_path: /b/global.db, manager_node: node-b }\n",
+            "b.yaml",
+            &[("SECMON_WAZUH_POLL_INTERVAL", "2s"), ("SECMON_MONITORING_METRICS_PORT", "9191")],
+        )
+        .unwrap();
+        assert_eq!(c.wazuh.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.monitoring.metrics_port, 9191);
+        let nodes: Vec<_> = c.all_sources().into_iter().map(|s| s.manager_node).collect();
+        assert_eq!(nodes, vec!["wazuh-manager-01", "node-b"]);
+        let t = load("[wazuh]\nmanager_node = \"t\"\n[publish]\ncompress_batches = true\n", "b.toml", &[])
+            .unwrap();
+        assert!(t.publish.compress_batches);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("wazuh: { manager_node: \"a.b\" }\n", "wazuh.manager_node"),
+            ("wazuh: { poll_interval: 10ms }\n", "wazuh.poll_interval"),
+            ("sources: [ { manager_node: wazuh-manager } ]\n", "sources[0].manager_node"),
+            ("security: { encrypt_messages: true }\n", "security.encryption_key_path"),
+            ("publish: { queue_capacity: 0 }\n", "publish.queue_capacity"),
+            ("nats: { url: \"http://x\" }\n", "nats.url"),
+            ("monitoring: { log_format: xml }\n", "monitoring.log_format"),
+            ("publish: { jetstream: maybe }\n", "publish.jetstream"),
+            ("wazuh: { db_pth: x }\n", "db_pth"),
+        ];
+        for (text, key) in cases {
+            let e = load(text, "c.yaml", &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password_or_token() {
+        let mut c = BridgeConfig::default();
+        c.nats.password = Some("hunter2".into());
+        c.nats.token = Some("s3cr3t".into());
+        let d = format!("{c:?} {:?}", c.nats_config());
+        assert!(!d.contains("hunter2") && !d.contains("s3cr3t"), "{d}");
     }
 }

@@ -111,24 +111,44 @@ impl Metrics {
         r.register("agents", "Wazuh agents by connection status", m.agents.clone());
         r.register("changes", "Agent changes detected, by kind", m.changes.clone());
         r.register("published", "Messages published and acknowledged, by kind", m.published.clone());
-        r.register("publish_errors", "Failed publish attempts (retried), by reason", m.publish_errors.clone());
+        r.register(
+            "publish_errors",
+            "Failed publish attempts (retried), by reason",
+            m.publish_errors.clone(),
+        );
         r.register(
             "publish_latency_seconds",
             "Change seen in the database to NATS acknowledgement",
             m.publish_latency_seconds.clone(),
         );
-        r.register("poll_duration_seconds", "Read + diff of the agent table", m.poll_duration_seconds.clone());
+        r.register(
+            "poll_duration_seconds",
+            "Read + diff of the agent table",
+            m.poll_duration_seconds.clone(),
+        );
         r.register("polls", "Reads of the agent table", m.polls.clone());
         r.register("poll_errors", "Failed reads of the agent table", m.poll_errors.clone());
         r.register("polls_unchanged", "Checks skipped: data_version unchanged", m.polls_unchanged.clone());
         r.register("notifications", "File notifications on the database or journal", m.notifications.clone());
         r.register("rows_sanitized", "Row values cut or replaced, by reason", m.rows_sanitized.clone());
-        r.register("db_breaker_state", "Database breaker: 0 closed, 1 open, 2 half-open", m.db_breaker_state.clone());
-        r.register("nats_breaker_state", "NATS breaker: 0 closed, 1 open, 2 half-open", m.nats_breaker_state.clone());
+        r.register(
+            "db_breaker_state",
+            "Database breaker: 0 closed, 1 open, 2 half-open",
+            m.db_breaker_state.clone(),
+        );
+        r.register(
+            "nats_breaker_state",
+            "NATS breaker: 0 closed, 1 open, 2 half-open",
+            m.nats_breaker_state.clone(),
+        );
         r.register("queue_len", "Messages waiting to be published", m.queue_len.clone());
         r.register("queue_capacity", "Publish queue bound", m.queue_capacity.clone());
         r.register("queue_overflow", "Poll cycles deferred: publish queue full", m.queue_overflow.clone());
-        r.register("flapping_suppressed", "Transitions folded into flapping summaries", m.flapping_suppressed.clone());
+        r.register(
+            "flapping_suppressed",
+            "Transitions folded into flapping summaries",
+            m.flapping_suppressed.clone(),
+        );
         r.register("audit_errors", "Audit log writes that failed", m.audit_errors.clone());
         r.register("jetstream", "1 when publishing with JetStream acks", m.jetstream.clone());
         Self { registry, ..m }
