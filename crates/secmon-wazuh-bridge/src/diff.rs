@@ -188,13 +188,13 @@ fn field_changes(p: &AgentState, c: &AgentState) -> Vec<FieldChange> {
 /// disconnected → `disconnection_time`; otherwise → `last_keepalive` (then `date_add`).
 pub fn event_time(d: &Detected) -> i64 {
     let pick = |a: &AgentState, primary: Option<i64>| {
-        primary.filter(|t| *t > 0).or(a.last_keepalive.filter(|t| *t > 0)).or(a.date_add).unwrap_or(0)
+        primary.filter(|t| *t > 0).or(a.last_keepalive().filter(|t| *t > 0)).or(a.date_add()).unwrap_or(0)
     };
     match (d.kind, &d.previous, &d.current) {
-        (EventKind::Registered, _, Some(c)) => c.date_add.unwrap_or(0),
-        (EventKind::Removed, Some(p), _) => p.date_add.unwrap_or(0),
-        (_, _, Some(c)) if c.status == Status::Disconnected => pick(c, c.disconnection_time),
-        (_, _, Some(c)) => pick(c, c.last_keepalive),
+        (EventKind::Registered, _, Some(c)) => c.date_add().unwrap_or(0),
+        (EventKind::Removed, Some(p), _) => p.date_add().unwrap_or(0),
+        (_, _, Some(c)) if c.status == Status::Disconnected => pick(c, c.disconnection_time()),
+        (_, _, Some(c)) => pick(c, c.last_keepalive()),
         (_, Some(p), None) => pick(p, None),
         _ => 0,
     }
@@ -212,7 +212,7 @@ pub fn event_id(d: &Detected, kind: EventKind) -> String {
             Some(a) => {
                 h.update([1, a.status as u8]);
                 h.update(a.generation.to_le_bytes());
-                for t in [a.last_keepalive, a.disconnection_time, a.date_add] {
+                for t in [a.last_keepalive(), a.disconnection_time(), a.date_add()] {
                     h.update(t.unwrap_or(-1).to_le_bytes());
                 }
             }
@@ -262,7 +262,7 @@ pub fn build_event(
         previous_status: d.previous.as_ref().map(|p| p.status),
         current_status,
         ip_address: a.ip().map(str::to_owned),
-        last_keepalive: a.last_keepalive.and_then(epoch_rfc3339),
+        last_keepalive: a.last_keepalive().and_then(epoch_rfc3339),
         manager_node: manager_node.to_owned(),
         timestamp: timestamp.to_owned(),
         changes: d.changes.clone(),
@@ -273,9 +273,9 @@ pub fn build_event(
             .unwrap_or_default(),
         os_name: a.os_name().map(str::to_owned),
         os_platform: a.os_platform().map(str::to_owned),
-        registered_at: a.date_add.and_then(epoch_rfc3339),
-        disconnection_time: a.disconnection_time.filter(|t| *t > 0).and_then(epoch_rfc3339),
-        status_code: a.status_code,
+        registered_at: a.date_add().and_then(epoch_rfc3339),
+        disconnection_time: a.disconnection_time().filter(|t| *t > 0).and_then(epoch_rfc3339),
+        status_code: a.status_code(),
         flapping,
         signature: None,
     }
@@ -360,7 +360,7 @@ mod tests {
         let o = diff(snap.clone(), vec![r]);
         assert!(o.detected.is_empty());
         assert!(o.snapshot_changed);
-        assert_eq!(o.snapshot.agents[0].last_keepalive, Some(1_716_899_999));
+        assert_eq!(o.snapshot.agents[0].last_keepalive(), Some(1_716_899_999));
         let o = diff(
             o.snapshot.clone(),
             vec![{

@@ -109,7 +109,20 @@ fn load_config(cli: &Cli) -> anyhow::Result<BridgeConfig> {
     Ok(cfg)
 }
 
+/// glibc's defaults (an arena per thread, a large-allocation threshold that grows
+/// after frees) keep the freed buffers of big reads mapped: with 100,000 agents that
+/// was 100+ MB of RSS for a 20 MB snapshot. Two arenas and a fixed threshold (so
+/// snapshot-sized buffers are mmapped and really returned) keep RSS near what is live.
+fn tune_malloc() {
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    tune_malloc();
     let cli = Cli::parse();
     match &cli.cmd {
         None | Some(Cmd::Run) => {

@@ -576,6 +576,24 @@ struct Blocking {
     prev: Snapshot,
 }
 
+/// Reads the agent table and diffs it against `prev`; rows stream into the merge,
+/// so a cycle never holds every row as a full record. On a failed read, `prev`
+/// comes back.
+pub fn read_and_diff(
+    db: &WazuhDb,
+    metrics: &Metrics,
+    prev: Snapshot,
+) -> Result<DiffOutcome, Box<(DbError, Snapshot)>> {
+    let expected = prev.len();
+    let mut differ = Differ::new(prev, expected);
+    match db.visit_agents(metrics, |r| {
+        differ.push(r);
+    }) {
+        Ok(_) => Ok(differ.finish()),
+        Err(e) => Err(Box::new((e, differ.abort()))),
+    }
+}
+
 /// Opens (or reuses) the connection, checks `data_version`, and reads + diffs when
 /// it moved (or on a poll). Runs on a blocking thread.
 fn read_blocking(
@@ -605,15 +623,17 @@ fn read_blocking(
     if !force && prev_version == Some(v) {
         return Blocking { db: Some(d), result: Ok(None), prev };
     }
-    // Rows stream into the merge: a cycle never holds every row as a full record.
-    let expected = prev.len();
-    let mut differ = Differ::new(prev, expected);
-    match d.visit_agents(metrics, |r| {
-        differ.push(r);
-    }) {
-        Ok(_) => Blocking { db: Some(d), result: Ok(Some((differ.finish(), v))), prev: Snapshot::default() },
-        Err(e) => {
-            let prev = differ.abort();
+    let result = read_and_diff(&d, metrics, prev);
+    // Give the read's freed memory back to the system now rather than at some later
+    // allocation (see `tune_malloc` in main.rs).
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    match result {
+        Ok(outcome) => Blocking { db: Some(d), result: Ok(Some((outcome, v))), prev: Snapshot::default() },
+        Err(b) => {
+            let (e, prev) = *b;
             fail(Some(d), e, prev)
         }
     }
