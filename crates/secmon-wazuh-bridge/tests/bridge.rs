@@ -29,6 +29,8 @@ struct Harness {
     db: PathBuf,
     metrics_port: u16,
     extra: String,
+    /// Inserted into the `publish:` map (`, queue_capacity: 8`).
+    publish_extra: String,
     bridge: Option<ChildGuard>,
 }
 
@@ -43,6 +45,7 @@ impl Harness {
             db,
             metrics_port: free_port(),
             extra: extra.into(),
+            publish_extra: String::new(),
             bridge: None,
         }
     }
@@ -57,11 +60,12 @@ impl Harness {
         let text = format!(
             "wazuh: {{ db_path: {:?}, poll_interval: 60s, manager_node: wazuh-manager-01 }}\n\
              nats: {{ url: {:?}, reconnect_delay: 100ms }}\n\
-             publish: {{ create_stream: true, heartbeat_interval: 1s, retry_max_delay: 500ms, breaker_cooldown: 300ms, drain_timeout: 5s }}\n\
+             publish: {{ create_stream: true, heartbeat_interval: 1s, retry_max_delay: 500ms, breaker_cooldown: 300ms, drain_timeout: 5s{} }}\n\
              monitoring: {{ metrics_port: {}, log_level: debug }}\n\
              state: {{ dir: {:?} }}\n{}",
             self.db,
             self.nats.url(),
+            self.publish_extra,
             self.metrics_port,
             self.state(),
             self.extra
@@ -536,11 +540,10 @@ fn encrypted_and_compressed_messages_decode_with_the_keys() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let extra = format!(
-        "security: {{ encrypt_messages: true, encryption_key_path: {key_path:?}, encryption_algorithm: aes-256-gcm }}\n\
-         publish_extra: 1\n"
-    )
-    .replace("publish_extra: 1\n", "");
+        "security: {{ encrypt_messages: true, encryption_key_path: {key_path:?}, encryption_algorithm: aes-256-gcm }}\n"
+    );
     let mut h = Harness::new(30, SchemaFlavor::V4, &extra);
+    h.publish_extra = ", compress_batches: true".into();
     h.start();
     h.sim().set_status(4, Status::Disconnected).unwrap();
     let rt = rt();
@@ -565,6 +568,15 @@ fn encrypted_and_compressed_messages_decode_with_the_keys() {
     });
     let text = String::from_utf8_lossy(&raw.payload);
     assert!(text.contains("ciphertext") && !text.contains("agent_name"), "{text}");
+    // The batch was compressed (then encrypted), and says so.
+    let batch = rt.block_on(async {
+        let s = js.get_stream("WAZUH").await.unwrap();
+        s.get_last_raw_message_by_subject("wazuh.security.agent_events").await.unwrap()
+    });
+    let enc = batch.headers.get("Content-Encoding").map(|v| v.to_string());
+    assert_eq!(enc.as_deref(), Some("zstd"));
+    let v = dec.decode(&batch.payload).unwrap();
+    assert!(v["events"].as_array().is_some_and(|e| !e.is_empty()), "{v}");
     // The decrypt helper, as a user runs it.
     let f = dir.path().join("msg.bin");
     std::fs::write(&f, &raw.payload).unwrap();
@@ -651,4 +663,158 @@ fn bad_configs_and_open_key_files_are_refused_with_the_key_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[test]
+fn a_full_publish_queue_defers_reading_and_nothing_is_lost() {
+    let mut h = Harness::new(60, SchemaFlavor::V4, "flapping: { enabled: false }\n");
+    h.publish_extra = ", queue_capacity: 6, batches: false".into();
+    h.start();
+    h.nats.kill();
+    let mut sim = h.sim();
+    let statuses = || -> std::collections::BTreeMap<String, String> {
+        let c = rusqlite::Connection::open(&h.db).unwrap();
+        let mut q = c.prepare("SELECT id, connection_status FROM agent WHERE id BETWEEN 1 AND 16").unwrap();
+        q.query_map([], |r| Ok((format!("{:03}", r.get::<_, i64>(0)?), r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = statuses();
+    // Eight commits of two status changes each while NATS is down: more than the
+    // queue holds.
+    for round in 0..8 {
+        sim.begin().unwrap();
+        for k in 0..2 {
+            let id = 1 + round * 2 + k;
+            let st = if round % 2 == 0 { Status::Pending } else { Status::Disconnected };
+            sim.set_status(id, st).unwrap();
+        }
+        sim.commit().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // What the subscribers must learn: every agent whose status moved.
+    let title = |s: &str| match s {
+        "pending" => "Pending",
+        "disconnected" => "Disconnected",
+        other => panic!("unexpected {other}"),
+    };
+    let want: std::collections::BTreeMap<String, String> = statuses()
+        .into_iter()
+        .filter(|(k, v)| before.get(k) != Some(v))
+        .map(|(k, v)| (k, title(&v).to_owned()))
+        .collect();
+    assert!(want.len() >= 8, "{want:?}");
+    let overflow = || {
+        http_get(h.metrics_port, "/metrics")
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("secmon_wazuh_bridge_queue_overflow_total"))
+                    .and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(overflow() > 0.0, "no deferred cycle counted");
+    let health = h.health().unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    h.nats.restart();
+    let rt = rt();
+    let dec = h.decoder();
+    let published = || {
+        let mut last = std::collections::BTreeMap::new();
+        for v in status_events(&rt.block_on(stored(&h.nats.url(), &dec))) {
+            last.insert(
+                v["agent_id"].as_str().unwrap().to_owned(),
+                v["current_status"].as_str().unwrap().to_owned(),
+            );
+        }
+        last
+    };
+    let ok = wait_until(Duration::from_secs(20), || want.iter().all(|(k, v)| published().get(k) == Some(v)));
+    assert!(
+        ok,
+        "want {want:?}\npublished {:?}\naudit:\n{}\n{}",
+        published(),
+        std::fs::read_to_string(h.state().join("audit.jsonl")).unwrap_or_default(),
+        h.log()
+    );
+    h.stop();
+}
+
+#[test]
+fn two_wazuh_nodes_in_one_process_and_a_database_that_appears_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b/global.db"));
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    create_fixture(&a, 20, SchemaFlavor::V4, 1).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "wazuh: {{ db_path: {a:?}, manager_node: node-a, poll_interval: 1s }}\n\
+             sources:\n  - {{ db_path: {b:?}, manager_node: node-b, poll_interval: 1s }}\n\
+             nats: {{ url: {:?} }}\n\
+             publish: {{ create_stream: true, heartbeat_interval: 1s }}\n\
+             monitoring: {{ metrics_port: {port} }}\n\
+             state: {{ dir: {:?} }}\n",
+            nats.url(),
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("bridge.log")).unwrap();
+    let mut bridge =
+        ChildGuard::new(Command::new(BIN).arg("--config").arg(&cfg).stderr(log).spawn().unwrap());
+    let health = || http_get(port, "/health").and_then(|b| serde_json::from_str::<Value>(&b).ok());
+    // node-b's database does not exist yet: degraded, with the reason.
+    assert!(wait_until(Duration::from_secs(10), || health()
+        .is_some_and(|h| h["sources"][0]["last_poll"].is_string())));
+    let h = health().unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["reasons"].to_string().contains("node-b"), "{h}");
+    // It appears: picked up by the next attempt, baseline taken, healthy.
+    create_fixture(&b, 30, SchemaFlavor::V5, 2).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || health().is_some_and(|h| h["status"] == "ok")),
+        "{:?}",
+        health()
+    );
+    let h = health().unwrap();
+    assert_eq!(
+        (h["sources"][0]["agents"].as_u64(), h["sources"][1]["agents"].as_u64()),
+        (Some(20), Some(30))
+    );
+    assert_eq!(h["sources"][1]["schema"], "5.x");
+    Simulator::open(&a).unwrap().register("in-a", "10.1.1.1").unwrap();
+    Simulator::open(&b).unwrap().register("in-b", "10.2.2.2").unwrap();
+    let rt = rt();
+    let key = keys::load_key(&dir.path().join("state/signing.key"), 32).unwrap();
+    let dec = Decoder::new(vec![key], None);
+    let nodes = || {
+        status_events(&rt.block_on(stored(&nats.url(), &dec)))
+            .iter()
+            .map(|v| {
+                (v["manager_node"].as_str().unwrap().to_owned(), v["agent_name"].as_str().unwrap().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(Duration::from_secs(10), || nodes().len() == 2), "{:?}", nodes());
+    let mut n = nodes();
+    n.sort();
+    assert_eq!(n, vec![("node-a".into(), "in-a".into()), ("node-b".into(), "in-b".into())]);
+    let hb: Vec<String> = rt
+        .block_on(stored(&nats.url(), &dec))
+        .into_iter()
+        .filter(|(s, _)| s.ends_with(".heartbeat"))
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        hb.iter().any(|s| s == "wazuh.manager.node-a.heartbeat")
+            && hb.iter().any(|s| s == "wazuh.manager.node-b.heartbeat"),
+        "{hb:?}"
+    );
+    bridge.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(bridge.wait_timeout(Duration::from_secs(15)).is_some_and(|s| s.success()));
 }
