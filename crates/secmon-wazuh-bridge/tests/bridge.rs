@@ -804,17 +804,19 @@ fn two_wazuh_nodes_in_one_process_and_a_database_that_appears_late() {
     let mut n = nodes();
     n.sort();
     assert_eq!(n, vec![("node-a".into(), "in-a".into()), ("node-b".into(), "in-b".into())]);
-    let hb: Vec<String> = rt
-        .block_on(stored(&nats.url(), &dec))
-        .into_iter()
-        .filter(|(s, _)| s.ends_with(".heartbeat"))
-        .map(|(s, _)| s)
-        .collect();
-    assert!(
+    let heartbeats = || -> Vec<String> {
+        rt.block_on(stored(&nats.url(), &dec))
+            .into_iter()
+            .filter(|(s, _)| s.ends_with(".heartbeat"))
+            .map(|(s, _)| s)
+            .collect()
+    };
+    let both = || {
+        let hb = heartbeats();
         hb.iter().any(|s| s == "wazuh.manager.node-a.heartbeat")
-            && hb.iter().any(|s| s == "wazuh.manager.node-b.heartbeat"),
-        "{hb:?}"
-    );
+            && hb.iter().any(|s| s == "wazuh.manager.node-b.heartbeat")
+    };
+    assert!(wait_until(Duration::from_secs(10), both), "{:?}", heartbeats());
     bridge.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(bridge.wait_timeout(Duration::from_secs(15)).is_some_and(|s| s.success()));
 }
