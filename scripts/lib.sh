@@ -98,6 +98,13 @@ need_unshare() {
     die "unshare not found: install it with \`sudo apt-get install util-linux\`"
 }
 
+# openssl: the NATS mutual-TLS tests make their CA and certificates with it.
+need_openssl() {
+    command -v openssl >/dev/null 2>&1 && return 0
+    apt_install openssl && command -v openssl >/dev/null 2>&1 && return 0
+    die "openssl not found: install it with \`sudo apt-get install openssl\`"
+}
+
 # Where cargo puts binaries.
 target_dir() {
     echo "${CARGO_TARGET_DIR:-target}"
