@@ -249,6 +249,25 @@ fn changes_are_published_signed_within_moments_on_every_subject() {
         })
     });
     assert!(ok, "no heartbeat");
+    // The verify subcommand, on a message as a subscriber saved it, and tampered.
+    let saved = h.dir.path().join("e5.json");
+    std::fs::write(&saved, serde_json::to_vec(&e5).unwrap()).unwrap();
+    let verify = |file: &std::path::Path| {
+        Command::new(BIN)
+            .arg("verify")
+            .arg("--key")
+            .arg(h.state().join("signing.key"))
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&saved);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("signature ok"));
+    let mut forged = e5.clone();
+    forged["current_status"] = "Active".into();
+    std::fs::write(&saved, serde_json::to_vec(&forged).unwrap()).unwrap();
+    assert!(!verify(&saved).status.success(), "a forged message verified");
     // The agents' secret keys never leave the database.
     let conn = rusqlite::Connection::open(&h.db).unwrap();
     let secret: String =
