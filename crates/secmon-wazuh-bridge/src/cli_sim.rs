@@ -62,6 +62,9 @@ pub struct SimulateArgs {
 pub fn fixture_cmd(args: &FixtureArgs) -> anyhow::Result<()> {
     let flavor = if args.schema == 5 { SchemaFlavor::V5 } else { SchemaFlavor::V4 };
     let t = Instant::now();
+    if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     create_fixture(&args.db, args.agents, flavor, args.seed)?;
     println!(
         "created {} ({} schema, {} agents, seed {}) in {:.2?}",
