@@ -8,6 +8,7 @@ pub mod config;
 pub mod detection;
 pub mod file_state;
 pub mod ingest;
+pub mod init;
 pub mod lifecycle;
 pub mod log_limit;
 pub mod metrics;
