@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub fim: FimSection,
     /// `[log_monitor]`: how the log files listed in `[[logs]]` are followed.
     pub log_monitor: LogMonitorSection,
+    /// `[commands]`: admin-configured scripts the `run-script` command may run.
+    pub commands: CommandsSection,
     /// `[[watches]]`: the files and trees under file integrity monitoring. Kept last
     /// (with `logs`): an array of tables must follow the plain tables in TOML.
     pub watches: Vec<WatchConfig>,
@@ -38,6 +40,61 @@ pub struct AgentConfig {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogSource>,
 }
+
+/// `[commands]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsSection {
+    /// False refuses every `run-script`, whatever `scripts` lists.
+    pub allow_scripts: bool,
+    /// `[[commands.scripts]]`: the only programs `run-script` can run, by name.
+    pub scripts: Vec<ScriptConfig>,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        Self { allow_scripts: true, scripts: Vec::new() }
+    }
+}
+
+/// One `[[commands.scripts]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptConfig {
+    /// What `run-script` calls it: `[a-z0-9_-]{1,64}`, not a built-in command's name.
+    pub name: String,
+    /// Absolute path of an executable regular file not writable by group or others;
+    /// run directly, never through a shell.
+    pub path: PathBuf,
+    /// The arguments, in order: the request must give exactly these many.
+    #[serde(default)]
+    pub args: Vec<ScriptArg>,
+    /// The script's process group is killed after this long (at most 5m).
+    #[serde(default = "default_script_timeout", with = "secmon_config::duration")]
+    pub timeout: Duration,
+    /// Bytes of stdout, and of stderr, kept in the reply (at most 1 MiB each).
+    #[serde(default = "default_script_max_output")]
+    pub max_output: usize,
+}
+
+/// One argument of a script: `pattern` is a regex the whole value must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptArg {
+    pub name: String,
+    pub pattern: String,
+}
+
+fn default_script_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_script_max_output() -> usize {
+    64 * 1024
+}
+
+const MAX_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_SCRIPT_OUTPUT: usize = 1024 * 1024;
 
 /// `[log_monitor]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,11 +353,52 @@ impl Validate for AgentConfig {
             return Err(ConfigError::invalid("socket.max_clients", "must be between 1 and 10000"));
         }
         secmon_fim::config::validate(&self.watches, &self.fim)?;
-        self.validate_logs()
+        self.validate_logs()?;
+        self.validate_commands()
     }
 }
 
 impl AgentConfig {
+    fn validate_commands(&self) -> Result<(), ConfigError> {
+        use crate::scripts;
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.commands.scripts.iter().enumerate() {
+            let key = |k: &str| format!("commands.scripts[{i}].{k}");
+            if !scripts::is_token(&s.name) {
+                return Err(ConfigError::invalid(key("name"), "must be 1 to 64 of a-z, 0-9, _ and -"));
+            }
+            if crate::commands::KNOWN_COMMANDS.contains(&s.name.as_str()) {
+                return Err(ConfigError::invalid(key("name"), format!("{:?} is a built-in command", s.name)));
+            }
+            if !names.insert(&s.name) {
+                return Err(ConfigError::invalid(key("name"), format!("{:?} is configured twice", s.name)));
+            }
+            scripts::check_script_file(&s.path)
+                .map_err(|reason| ConfigError::invalid(key("path"), reason))?;
+            for (j, a) in s.args.iter().enumerate() {
+                if !scripts::is_token(&a.name) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("args[{j}].name")),
+                        "must be 1 to 64 of a-z, 0-9, _ and -",
+                    ));
+                }
+                if let Err(e) = scripts::compile_pattern(&a.pattern) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("args[{j}].pattern")),
+                        format!("not a valid regex: {e}"),
+                    ));
+                }
+            }
+            if s.timeout.is_zero() || s.timeout > MAX_SCRIPT_TIMEOUT {
+                return Err(ConfigError::invalid(key("timeout"), "must be more than 0s and at most 5m"));
+            }
+            if !(1..=MAX_SCRIPT_OUTPUT).contains(&s.max_output) {
+                return Err(ConfigError::invalid(key("max_output"), "must be between 1 and 1048576"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_logs(&self) -> Result<(), ConfigError> {
         let m = &self.log_monitor;
         if !(256..=16 * 1024 * 1024).contains(&m.max_line_bytes) {
@@ -560,6 +658,18 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn commands_section_defaults_and_needs_a_restart() {
+        let d = AgentConfig::default();
+        assert!(d.commands.allow_scripts && d.commands.scripts.is_empty());
+        let c = parse("[commands]\nallow_scripts = false\n").unwrap();
+        assert!(!c.commands.allow_scripts);
+        assert_eq!(d.changed_keys(&c), vec!["commands.allow_scripts"]);
+        assert!(!LIVE_KEYS.iter().any(|k| k.starts_with("commands")));
+        let e = parse("[commands]\nallow_script = false\n").unwrap_err().to_string();
+        assert!(e.contains("allow_script"), "{e}");
     }
 
     #[test]

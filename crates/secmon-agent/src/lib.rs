@@ -25,6 +25,7 @@ pub mod identity;
 pub mod logs;
 mod pipeline;
 mod publisher;
+pub mod scripts;
 pub mod socket;
 pub mod spool;
 mod uplink;
