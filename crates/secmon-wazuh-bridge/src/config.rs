@@ -402,9 +402,6 @@ impl Validate for BridgeConfig {
                 "required when security.encrypt_messages is true",
             ));
         }
-        if self.nats.tls_cert.is_some() != self.nats.tls_key.is_some() {
-            return Err(ConfigError::invalid("nats.tls_key", "tls_cert and tls_key go together"));
-        }
         if self.flapping.enabled && (self.flapping.threshold == 0 || self.flapping.window.is_zero()) {
             return Err(ConfigError::invalid(
                 "flapping.threshold",

@@ -458,6 +458,19 @@ pub struct Summary {
     pub changes_detected: u64,
 }
 
+impl Summary {
+    /// The agent counts by status (the `agents` gauge).
+    pub fn by_status(&self) -> [(Status, u64); 5] {
+        [
+            (Status::Active, self.active_agents),
+            (Status::Disconnected, self.disconnected_agents),
+            (Status::NeverConnected, self.never_connected_agents),
+            (Status::Pending, self.pending_agents),
+            (Status::Unknown, self.unknown_agents),
+        ]
+    }
+}
+
 /// Published on `<prefix>.security.agent_events`: the events of one poll cycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {

@@ -364,14 +364,7 @@ impl Source {
                 let changed = snapshot_changed || *first_run;
                 *first_run = false;
                 let summary = snapshot.summary(events.len() as u64);
-                for s in [
-                    Status::Active,
-                    Status::Disconnected,
-                    Status::NeverConnected,
-                    Status::Pending,
-                    Status::Unknown,
-                ] {
-                    let n = snapshot.agents.iter().filter(|a| a.status == s).count();
+                for (s, n) in summary.by_status() {
                     self.metrics
                         .agents
                         .get_or_create(&NodeStatusLabels {
@@ -511,6 +504,8 @@ impl Source {
         if self.bridge.publish.batches && had_events {
             let node = &self.cfg.manager_node;
             let total = events.len() as u64;
+            // One pass over the snapshot for every batch of the cycle.
+            let summary = snapshot.summary(total);
             for chunk in events.chunks(self.bridge.publish.batch_max_events) {
                 let mut h = Sha256::new();
                 for e in chunk {
@@ -524,7 +519,7 @@ impl Source {
                     manager_node: node.clone(),
                     timestamp: crate::model::now_rfc3339(),
                     events: chunk.to_vec(),
-                    summary: snapshot.summary(total),
+                    summary: summary.clone(),
                     signature: None,
                 };
                 let enc = self.encoder.encode_batch(&mut b);
@@ -550,18 +545,27 @@ impl Source {
 pub async fn enqueue_wait(publisher: &Publisher, items: Vec<Outgoing>) -> u64 {
     let cap = publisher.stats().capacity.max(2);
     let piece = (cap / 2).max(1);
+    let mut acked = publisher.acked();
     let mut last = 0;
     let mut rest: VecDeque<Outgoing> = items.into();
     while !rest.is_empty() {
         let n = rest.len().min(piece);
         let chunk: Vec<Outgoing> = rest.drain(..n).collect();
         loop {
+            // Room only frees when NATS acknowledges: wait for that instead of
+            // retrying (each refused try counts as a queue overflow).
+            let st = publisher.stats();
+            if st.capacity - st.queue_len.min(st.capacity) < chunk.len() {
+                let _ = tokio::time::timeout(Duration::from_millis(500), acked.changed()).await;
+                continue;
+            }
             match publisher.try_enqueue(chunk.clone()) {
                 Ok(seq) => {
                     last = seq;
                     break;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                // A heartbeat took the room meanwhile.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
     }
