@@ -130,10 +130,16 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 /// Every message in the bridge's stream: (subject, decoded and verified JSON).
+/// Nothing while the bridge has not created the stream yet (NATS killed right after
+/// the bridge connected: it creates the stream on its next connection).
 async fn stored(url: &str, dec: &Decoder) -> Vec<(String, Value)> {
     let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client);
-    let mut stream = js.get_stream("WAZUH").await.unwrap();
+    let mut stream = match js.get_stream("WAZUH").await {
+        Ok(s) => s,
+        Err(e) if e.to_string().contains("stream not found") => return Vec::new(),
+        Err(e) => panic!("cannot read the stream: {e}"),
+    };
     let info = stream.info().await.unwrap().clone();
     let mut out = Vec::new();
     for seq in info.state.first_sequence..=info.state.last_sequence {
