@@ -6,17 +6,23 @@
 
 mod binaries;
 mod nats_server;
+mod ports;
 
 pub use binaries::{ChildGuard, workspace_bin};
-pub use nats_server::{NatsServer, NatsServerOptions};
+pub use nats_server::{NatsServer, NatsServerOptions, nats_server_binary, spawn_nats_server};
 
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; the small race is acceptable
-/// in tests and lets a restarted server keep its port).
+/// A free TCP port on 127.0.0.1 for a server a test starts itself.
+///
+/// Taken below the kernel's ephemeral range, so the port cannot be handed to some
+/// outgoing connection between this check and the server's bind (with ports from
+/// `bind(0)` that happened under CI load), and never twice in one process, so
+/// parallel tests do not pick the same one. The port is released again, which lets a
+/// restarted server keep it; [`NatsServer`] also retries on another port if the bind
+/// loses a race anyway.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().unwrap().port()
+    ports::free_port()
 }
 
 /// Polls `cond` every 20 ms until it returns true or `timeout` passes.

@@ -39,6 +39,18 @@ impl NatsServer {
         let dir = tempfile::Builder::new().prefix("secmon-nats-").tempdir().expect("temp dir");
         let port = crate::free_port();
         let mut s = Self { child: None, port, dir, opts };
+        // Another process may bind the port between the check and the server's bind;
+        // a fresh server can then move to another one (a restart cannot).
+        for _ in 0..5 {
+            match s.try_spawn() {
+                Ok(child) => {
+                    s.child = Some(child);
+                    return s;
+                }
+                Err(e) if e.contains("address already in use") => s.port = crate::free_port(),
+                Err(e) => panic!("{e}"),
+            }
+        }
         s.spawn();
         s
     }
@@ -52,6 +64,11 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        let child = self.try_spawn().unwrap_or_else(|e| panic!("{e}"));
+        self.child = Some(child);
+    }
+
+    fn try_spawn(&mut self) -> Result<Child, String> {
         let store = self.dir.path().join("store");
         let mut conf = format!("listen: \"127.0.0.1:{}\"\nmax_payload: 4MB\n", self.port);
         if self.opts.jetstream {
@@ -62,38 +79,7 @@ impl NatsServer {
         }
         conf += &self.opts.extra_config;
         std::fs::write(self.config_path(), conf).expect("write nats.conf");
-        let _ = std::fs::remove_file(self.log_path());
-        let child = Command::new(nats_server_binary())
-            .arg("-c")
-            .arg(self.config_path())
-            .arg("-l")
-            .arg(self.log_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server: {e}: install it with `apt-get install nats-server`")
-            });
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-            if log.contains("Server is ready") && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("nats-server exited with {status} before it was ready:\n{log}");
-            }
-            if Instant::now() > deadline {
-                panic!("nats-server on port {} not ready after 20 s:\n{log}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        try_spawn_nats_server(&self.config_path(), &self.log_path(), self.port)
     }
 
     pub fn url(&self) -> String {
@@ -134,7 +120,50 @@ impl Drop for NatsServer {
     }
 }
 
-fn nats_server_binary() -> PathBuf {
+/// Starts `nats-server -c conf -l log` (any config: the tests of the secure mode run
+/// the operator-mode config `secmon-manager init` writes) and waits until it logged
+/// "Server is ready" and answers on `port`; panics with its log otherwise. The caller
+/// owns the child (kill it, or wrap it in a [`crate::ChildGuard`]).
+pub fn spawn_nats_server(conf: &Path, log: &Path, port: u16) -> Child {
+    try_spawn_nats_server(conf, log, port).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`spawn_nats_server`], with the failure (and the server's log) as an error.
+fn try_spawn_nats_server(conf: &Path, log: &Path, port: u16) -> Result<Child, String> {
+    let _ = std::fs::remove_file(log);
+    let mut child = Command::new(nats_server_binary())
+        .arg("-c")
+        .arg(conf)
+        .arg("-l")
+        .arg(log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start nats-server: {e}: install it with `apt-get install nats-server`")
+        });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("Server is ready") && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or(text);
+            return Err(format!("nats-server exited with {status} before it was ready:\n{text}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("nats-server on port {port} not ready after 20 s:\n{text}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The nats-server binary: `$NATS_SERVER_BIN`, Debian's paths, else `nats-server` on PATH.
+pub fn nats_server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return p.into();
     }
