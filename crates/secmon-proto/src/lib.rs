@@ -6,10 +6,12 @@
 
 mod agent_id;
 mod alert;
+pub mod canonical;
 mod decode;
 mod envelope;
 mod messages;
 pub mod payload;
+pub mod signing;
 mod status;
 mod subjects;
 
