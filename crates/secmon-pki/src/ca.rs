@@ -8,8 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -31,6 +31,8 @@ pub enum PkiError {
     Pem(String),
     #[error("no subject names given for the server certificate")]
     NoNames,
+    #[error("invalid certificate signing request (csr): {0}")]
+    Csr(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
@@ -70,6 +72,33 @@ impl fmt::Debug for IssuedCert {
             .field("key_pem", &"<redacted>")
             .finish()
     }
+}
+
+/// A certificate signing request with the private key it was made with (PEM), kept by
+/// the host that made it. Debug never shows the key.
+#[derive(Clone)]
+pub struct ClientCsr {
+    pub csr_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for ClientCsr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCsr").field("csr_pem", &self.csr_pem).field("key_pem", &"<redacted>").finish()
+    }
+}
+
+/// Longest CSR [`Ca::sign_client_csr`] parses: a P-256 or RSA-4096 request is 1-2 KiB.
+pub const MAX_CSR_LEN: usize = 16 * 1024;
+
+/// Makes a new key pair (ECDSA P-256) on this host and a CSR for it with common name
+/// `cn`: for mutual TLS, the key stays here and only the CSR goes to the CA.
+pub fn client_csr(cn: &str) -> Result<ClientCsr, PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = dn(cn);
+    let csr = params.serialize_request(&key)?;
+    Ok(ClientCsr { csr_pem: csr.pem()?, key_pem: key.serialize_pem() })
 }
 
 /// A server certificate (serverAuth + clientAuth, so NATS routes can use it both ways).
@@ -157,6 +186,35 @@ impl Ca {
         self.sign(params, cn)
     }
 
+    /// Signs a client certificate (clientAuth only) for the key in `csr_pem` (PEM
+    /// `CERTIFICATE REQUEST`, its signature checked, so the requester holds the key).
+    /// Everything but the public key is set here: common name `cn` and SAN URI
+    /// `urn:secmon:client:<cn>`, whatever names, usages or CA flag the request asked for.
+    /// Returns the certificate PEM.
+    pub fn sign_client_csr(&self, csr_pem: &str, cn: &str) -> Result<String, PkiError> {
+        if csr_pem.len() > MAX_CSR_LEN {
+            return Err(PkiError::Csr(format!("longer than {MAX_CSR_LEN} bytes")));
+        }
+        if !csr_pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
+            return Err(PkiError::Csr("not a PEM CERTIFICATE REQUEST".into()));
+        }
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::Csr(e.to_string()))?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(cn);
+        let uri = format!("urn:secmon:client:{cn}");
+        params.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, LEAF_VALIDITY_DAYS);
+        csr.params = params;
+        let cert = csr.signed_by(&self.issuer)?;
+        tracing::info!(name = cn, "signed a client certificate request");
+        Ok(cert.pem())
+    }
+
     fn sign(&self, params: CertificateParams, name: &str) -> Result<IssuedCert, PkiError> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -170,6 +228,14 @@ pub fn cert_der(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
     let der =
         CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| PkiError::Pem(e.to_string()))?;
     Ok(der.to_vec())
+}
+
+/// The subject common name of the first certificate in `cert_pem`.
+pub fn cert_common_name(cert_pem: &str) -> Result<String, PkiError> {
+    let der = cert_der(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Pem(e.to_string()))?;
+    let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
+    cn.map(str::to_string).ok_or_else(|| PkiError::Pem("the certificate has no common name".into()))
 }
 
 /// Lowercase hex SHA-256 of the certificate's DER: what enrollment pins.
@@ -276,6 +342,69 @@ mod tests {
         };
         check(webpki::KeyUsage::client_auth()).unwrap();
         assert!(check(webpki::KeyUsage::server_auth()).is_err());
+    }
+
+    fn verify_client(ca: &Ca, cert_pem: &str) -> Result<(), webpki::Error> {
+        let ca_der = CertificateDer::from(cert_der(ca.cert_pem()).unwrap());
+        let anchor = webpki::anchor_from_trusted_cert(&ca_der).unwrap();
+        let ee_der = CertificateDer::from(cert_der(cert_pem).unwrap());
+        let ee = webpki::EndEntityCert::try_from(&ee_der).unwrap();
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor],
+            &[],
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map(|_| ())
+    }
+
+    #[test]
+    fn csr_is_signed_for_client_auth_with_the_name_the_ca_chooses() {
+        let ca = generate_ca("secmon test CA").unwrap();
+        // The requester asks for another name, a server name and CA powers: all ignored.
+        let key = KeyPair::generate().unwrap();
+        let mut asked = CertificateParams::new(vec!["manager.example".to_string()]).unwrap();
+        asked.distinguished_name = dn("admin");
+        asked.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
+        let pem = ca.sign_client_csr(&csr, "agent-7").unwrap();
+        verify_client(&ca, &pem).unwrap();
+        assert_eq!(cert_common_name(&pem).unwrap(), "agent-7");
+        let der = cert_der(&pem).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = x.subject_alternative_name().unwrap().unwrap().value.general_names.clone();
+        assert_eq!(san, vec![x509_parser::extensions::GeneralName::URI("urn:secmon:client:agent-7")]);
+        assert!(!x.is_ca());
+        assert!(!format!("{:?}", x.subject()).contains("admin"));
+        // The certificate holds the requester's key.
+        let spki = key.public_key_raw().to_vec();
+        assert!(der.windows(spki.len()).any(|w| w == spki.as_slice()), "not the CSR's key");
+
+        let made = client_csr("whatever").unwrap();
+        assert!(made.key_pem.contains("PRIVATE KEY") && !format!("{made:?}").contains("PRIVATE KEY"));
+        verify_client(&ca, &ca.sign_client_csr(&made.csr_pem, "agent-8").unwrap()).unwrap();
+    }
+
+    #[test]
+    fn bad_csrs_are_refused() {
+        let ca = generate_ca("secmon test CA").unwrap();
+        let good = client_csr("x").unwrap().csr_pem;
+        // A flipped byte in the signed part: the signature no longer verifies.
+        let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(good.as_bytes()).unwrap();
+        let mut bytes = der.as_ref().to_vec();
+        let i = bytes.len() / 2;
+        bytes[i] ^= 1;
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            data_encoding::BASE64.encode(&bytes)
+        );
+        let long = format!("{good}{}", " ".repeat(MAX_CSR_LEN));
+        for bad in ["", "garbage", ca.cert_pem(), tampered.as_str(), long.as_str()] {
+            assert!(matches!(ca.sign_client_csr(bad, "a"), Err(PkiError::Csr(_))), "{bad:.60}");
+        }
     }
 
     #[test]

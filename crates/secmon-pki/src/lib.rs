@@ -10,8 +10,8 @@ pub mod nats_jwt;
 pub mod server_config;
 
 pub use ca::{
-    Ca, ClientCert, IssuedCert, PkiError, ServerCert, ca_fingerprint_sha256, cert_der, check_secret_mode,
-    generate_ca, write_secret,
+    Ca, ClientCert, ClientCsr, IssuedCert, MAX_CSR_LEN, PkiError, ServerCert, ca_fingerprint_sha256,
+    cert_common_name, cert_der, check_secret_mode, client_csr, generate_ca, write_secret,
 };
 pub use nats_jwt::{
     AccountLimits, AccountSpec, JwtError, NatsIdentities, Permissions, account_jwt, agent_permissions,

@@ -78,6 +78,18 @@ struct Claims<'a, T: Serialize> {
 pub struct Permissions {
     pub pub_allow: Vec<String>,
     pub sub_allow: Vec<String>,
+    /// Allow one reply to each request received (NATS `resp`), to whatever reply
+    /// subject the requester chose, without opening `_INBOX.>` for publishing.
+    #[serde(default)]
+    pub allow_responses: bool,
+}
+
+/// NATS response permission: `max` replies per request within `ttl` (ns; 0 = the
+/// server's default, 2 minutes).
+#[derive(Debug, Clone, Serialize)]
+struct ResponsePermission {
+    max: i64,
+    ttl: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -156,6 +168,8 @@ struct UserNats {
     publish: Permission,
     #[serde(rename = "sub")]
     subscribe: Permission,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resp: Option<ResponsePermission>,
     // User limits also default to 0 (= nothing) on the server: set them unlimited.
     subs: i64,
     data: i64,
@@ -347,6 +361,7 @@ pub fn issue_user_jwt(
     let nats = UserNats {
         publish: Permission { allow: permissions.pub_allow.clone(), deny: vec![] },
         subscribe: Permission { allow: permissions.sub_allow.clone(), deny: vec![] },
+        resp: permissions.allow_responses.then_some(ResponsePermission { max: 1, ttl: 0 }),
         subs: NO_LIMIT,
         data: NO_LIMIT,
         payload: NO_LIMIT,
@@ -380,8 +395,9 @@ fn check_token(t: &str) -> Result<(), JwtError> {
 
 /// Permissions of an agent: publish only under `<prefix>.agent.<id>.>`, subscribe only to
 /// its command subject `<prefix>.cmd.<id>` and its own inbox `_INBOX_<id>.>` (the agent
-/// connects with that custom inbox prefix). A wildcard or dot in `agent_id` would widen
-/// these, so it is refused.
+/// connects with that custom inbox prefix), plus one reply to each request it receives
+/// (the manager's commands). A wildcard or dot in `agent_id` would widen these, so it
+/// is refused.
 pub fn agent_permissions(agent_id: &str, prefix: &str) -> Result<Permissions, JwtError> {
     check_token(agent_id)?;
     for t in prefix.split('.') {
@@ -390,6 +406,7 @@ pub fn agent_permissions(agent_id: &str, prefix: &str) -> Result<Permissions, Jw
     Ok(Permissions {
         pub_allow: vec![format!("{prefix}.agent.{agent_id}.>")],
         sub_allow: vec![format!("{prefix}.cmd.{agent_id}"), format!("_INBOX_{agent_id}.>")],
+        allow_responses: true,
     })
 }
 

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerError};
@@ -19,18 +19,6 @@ use secmon_pki::{
 use tokio::sync::mpsc;
 
 const NO_DELIVERY_WAIT: Duration = Duration::from_millis(300);
-
-fn nats_server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return p.into();
-    }
-    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    "nats-server".into()
-}
 
 /// A secure deployment in a temp dir: CA, server cert, operator/account keys, and a
 /// nats-server child running the generated config. Killed on drop.
@@ -83,33 +71,9 @@ impl Deployment {
             Some(&self.path("js")),
         );
         std::fs::write(self.path("nats.conf"), conf).unwrap();
-        let log = self.path("nats.log");
-        let _ = std::fs::remove_file(&log);
-        let child = Command::new(nats_server_binary())
-            .arg("-c")
-            .arg(self.path("nats.conf"))
-            .arg("-l")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server: {e}: install it (apt-get install nats-server)")
-            });
+        let child =
+            secmon_testkit::spawn_nats_server(&self.path("nats.conf"), &self.path("nats.log"), self.port);
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Server is ready") && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("nats-server exited with {status}:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "nats-server not ready after 20 s:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn restart(&mut self, revocations: &BTreeMap<String, i64>) {
@@ -137,7 +101,8 @@ impl Deployment {
     }
 
     fn manager_creds(&self) -> String {
-        let all = Permissions { pub_allow: vec![">".into()], sub_allow: vec![">".into()] };
+        let all =
+            Permissions { pub_allow: vec![">".into()], sub_allow: vec![">".into()], ..Default::default() };
         self.user("manager", &all).1
     }
 
@@ -287,6 +252,55 @@ async fn agent_cannot_subscribe_to_another_agents_commands() {
 }
 
 #[tokio::test]
+async fn agent_answers_a_command_once_but_cannot_publish_to_other_inboxes() {
+    let d = Deployment::start(false);
+    let manager = d.connect(&d.manager_creds()).await;
+    let (_, creds) = d.user("agent a1", &agent_permissions("a1", "secmon").unwrap());
+    let (agent, mut errors) = d.connect_agent("a1", &creds).await;
+    let mut commands = agent.subscribe("secmon.cmd.a1").await.unwrap();
+    // The agent may not publish to a sync subject of its own: wait for its SUB by
+    // asking until someone answers ("no responders" until then).
+    agent.flush().await.unwrap();
+    let replier = agent.clone();
+    tokio::spawn(async move {
+        if let Some(m) = commands.next().await {
+            let reply = m.reply.unwrap();
+            replier.publish(reply.clone(), "pong".into()).await.unwrap();
+            // A second answer to the same request is beyond the one allowed.
+            replier.publish(reply, "again".into()).await.unwrap();
+        }
+    });
+    // The manager's request uses the default `_INBOX.` prefix, outside the agent's
+    // publish allow list: only the response permission lets the answer through.
+    let mut reply = None;
+    for _ in 0..50 {
+        match tokio::time::timeout(Duration::from_secs(5), manager.request("secmon.cmd.a1", "ping".into()))
+            .await
+        {
+            Ok(Ok(r)) => {
+                reply = Some(r);
+                break;
+            }
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => panic!("the agent's reply did not arrive"),
+        }
+    }
+    let reply = reply.expect("the agent subscribed to its commands");
+    assert_eq!(&reply.payload[..], b"pong");
+    expect_violation(&mut errors, "_INBOX.").await;
+
+    // An inbox nobody asked it to answer is refused.
+    let mut spy = manager.subscribe("_INBOX.spy.x").await.unwrap();
+    sync(&manager).await;
+    agent.publish("_INBOX.spy.x", "unsolicited".into()).await.unwrap();
+    expect_violation(&mut errors, "_INBOX.spy.x").await;
+    assert!(
+        tokio::time::timeout(NO_DELIVERY_WAIT, spy.next()).await.map(|m| m.is_none()).unwrap_or(true),
+        "an unsolicited publish to an inbox was delivered"
+    );
+}
+
+#[tokio::test]
 async fn revoked_user_cannot_connect_others_still_can() {
     let mut d = Deployment::start(false);
     let perms = agent_permissions("a1", "secmon").unwrap();
@@ -308,7 +322,7 @@ async fn user_signed_by_an_unknown_account_is_refused() {
     let d = Deployment::start(false);
     let rogue_account = KeyPair::new_account();
     let user = KeyPair::new_user();
-    let all = Permissions { pub_allow: vec![">".into()], sub_allow: vec![">".into()] };
+    let all = Permissions { pub_allow: vec![">".into()], sub_allow: vec![">".into()], ..Default::default() };
     let jwt = issue_user_jwt(&rogue_account, &user.public_key(), "rogue", &all, None).unwrap();
     let creds = creds_file(&jwt, &user.seed().unwrap());
     let err = d.options(&creds).connect(d.url()).await.expect_err("rogue user connected");
