@@ -2,10 +2,13 @@
 //! REST API, and takes them down in order.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use chrono::{DateTime, Utc};
 use secmon_proto::Subjects;
 use tokio::task::JoinHandle;
@@ -19,6 +22,8 @@ use crate::detection::{self, RulesHandle};
 use crate::ingest::{self, IngestContext, IngestSettings};
 use crate::metrics::Metrics;
 use crate::registry::{self, RegistryConfig, RegistryHandle};
+use crate::security::auth::{AuthState, ClientAddr};
+use crate::security::https::{TlsListener, server_config};
 use crate::status_events;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -34,6 +39,9 @@ pub struct Manager;
 /// [`ManagerHandle::shutdown`] to stop cleanly.
 pub struct ManagerHandle {
     api_addr: SocketAddr,
+    /// The API serves HTTPS.
+    api_tls: bool,
+    auth: Arc<AuthState>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     registry: RegistryHandle,
@@ -48,6 +56,50 @@ pub struct ManagerHandle {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
+/// The API's certificate and key: `[api] tls_cert`/`tls_key` when set, else in
+/// secure mode the ones `secmon-manager init` wrote into the pki dir, else none
+/// (plain HTTP).
+pub fn api_tls_files(cfg: &ManagerConfig) -> Option<(PathBuf, PathBuf)> {
+    match (&cfg.api.tls_cert, &cfg.api.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ if cfg.security.enabled => {
+            let pki = cfg.pki_dir();
+            Some((pki.join(crate::init::SERVER_CERT), pki.join(crate::init::SERVER_KEY)))
+        }
+        _ => None,
+    }
+}
+
+/// Plain HTTP is for loopback, unless `[security] allow_plain_http` says otherwise
+/// (e.g. behind a TLS-terminating proxy on a private network).
+fn check_plain_http(cfg: &ManagerConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    if listen.ip().is_loopback() || cfg.security.allow_plain_http {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve the API over plain HTTP on {listen} ([api] listen is not a loopback address): \
+         turn on [security] enabled (HTTPS with the certificate from `secmon-manager init`), set \
+         [api] tls_cert and tls_key, listen on 127.0.0.1, or set [security] allow_plain_http = true"
+    )
+}
+
+/// Serves `app` on `listener` (plain TCP or TLS) until `stop`, with each request's
+/// [`ClientAddr`].
+fn spawn_api<L>(listener: L, app: axum::Router, stop: CancellationToken) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    ClientAddr: for<'a> Connected<IncomingStream<'a, L>>,
+{
+    let app = app.into_make_service_with_connect_info::<ClientAddr>();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "API server failed");
+        }
+    })
+}
+
 impl Manager {
     /// Opens storage, connects to NATS (failing at once when it is unreachable),
     /// creates or checks the streams, and starts the registry, ingest and the API.
@@ -58,6 +110,26 @@ impl Manager {
             format!("cannot open storage in {} ([storage] data_dir)", data_dir.display())
         })?);
         let listen = cfg.api_listen();
+        let tls = match api_tls_files(&cfg) {
+            Some((cert, key)) => Some(server_config(&cert, &key).with_context(|| {
+                if cfg.security.enabled && cfg.api.tls_cert.is_none() {
+                    format!(
+                        "secure mode serves the API over HTTPS with {} from the pki dir: run `secmon-manager init`, \
+                         or set [api] tls_cert and tls_key",
+                        cert.display()
+                    )
+                } else {
+                    "cannot set up HTTPS for the API".to_owned()
+                }
+            })?),
+            None => {
+                check_plain_http(&cfg, listen)?;
+                None
+            }
+        };
+        let auth = Arc::new(AuthState::open(data_dir, &cfg.security).with_context(|| {
+            format!("cannot open the security database in {} ([storage] data_dir)", data_dir.display())
+        })?);
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen} ([api] listen): is another manager running?")
         })?;
@@ -114,6 +186,24 @@ impl Manager {
             tokio::spawn(status_events::run(status_rx, store.clone(), eval_tx.clone(), metrics.clone()));
         let rule_watch =
             tokio::spawn(detection::watch::run(rules.clone(), cfg.rules.watch_interval, stop.child_token()));
+        // enroll wiring begin (security::enroll: agent keys, revocation, signature checks)
+        let enroll = crate::security::enroll::Enrollment::start(
+            &cfg,
+            auth.db.clone(),
+            api_addr,
+            registry.clone(),
+            stop.child_token(),
+        )
+        .await
+        .context("enrollment ([security] pki_dir)")?;
+        let signatures = enroll
+            .as_ref()
+            .filter(|_| cfg.security.require_signatures)
+            .map(|e| ingest::SignatureCheck { verifier: e.verifier(), alerts: alerts.clone() });
+        if cfg.security.enabled && !cfg.security.require_signatures {
+            tracing::warn!("[security] require_signatures = false: unsigned events are accepted");
+        }
+        // enroll wiring end
         let ingest_tasks = ingest::start(
             IngestContext {
                 js,
@@ -127,6 +217,9 @@ impl Manager {
                     max_event_bytes: cfg.ingest.max_event_bytes,
                 },
                 evaluate: eval_tx,
+                // enroll wiring begin (IngestContext fields)
+                signatures,
+                // enroll wiring end
             },
             stop.child_token(),
         )
@@ -142,19 +235,26 @@ impl Manager {
             metrics: metrics.clone(),
             started_at,
             command_timeout: cfg.api.command_timeout,
+            auth: auth.clone(),
+            // enroll wiring begin (ApiContext fields)
+            enroll,
+            // enroll wiring end
         });
         let api_stop = stop.child_token();
-        let api = tokio::spawn(async move {
-            let served =
-                axum::serve(listener, router(ctx)).with_graceful_shutdown(api_stop.cancelled_owned()).await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "API server failed");
+        let app = router(ctx);
+        let api_tls = tls.is_some();
+        let api = match tls {
+            Some(tls) => {
+                spawn_api(TlsListener::new(listener, tls).context("API TLS listener")?, app, api_stop)
             }
-        });
-        tracing::info!(api = %api_addr, data_dir = %data_dir.display(), nats = %cfg.nats.url, "manager started");
+            None => spawn_api(listener, app, api_stop),
+        };
+        tracing::info!(api = %api_addr, https = api_tls, auth = cfg.security.enabled, data_dir = %data_dir.display(), nats = %cfg.nats.url, "manager started");
         started.disarm();
         Ok(ManagerHandle {
             api_addr,
+            api_tls,
+            auth,
             store,
             metrics,
             registry,
@@ -181,6 +281,21 @@ impl ManagerHandle {
     /// Where the REST API listens (the real port when `[api] listen` used port 0).
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// `https://IP:PORT` or `http://IP:PORT`.
+    pub fn api_url(&self) -> String {
+        format!("{}://{}", if self.api_tls { "https" } else { "http" }, self.api_addr)
+    }
+
+    /// Whether the API serves HTTPS.
+    pub fn api_tls(&self) -> bool {
+        self.api_tls
+    }
+
+    /// Users, tokens and the audit log (tests, and in-process callers).
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.auth.clone()
     }
 
     pub fn store(&self) -> Arc<dyn Store> {

@@ -29,6 +29,73 @@ pub struct ManagerConfig {
     pub rules: RulesConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[security]`: secure mode (authentication, enrollment, signed events).
+    pub security: SecurityConfig,
+}
+
+/// `[security]`. Off (the default) is the local development mode: no API
+/// authentication, no enrollment, unsigned events accepted; the manager says so
+/// loudly in its log. `secmon up --secure` and production deployments turn it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Secure mode: the API requires authentication and serves HTTPS, agents enroll,
+    /// events must be signed.
+    pub enabled: bool,
+    /// Directory written by `secmon-manager init` [default: <storage.data_dir>/pki].
+    pub pki_dir: Option<PathBuf>,
+    /// Reject (and alert on) events that are unsigned or whose signature does not
+    /// match the agent's enrolled key. Only in secure mode.
+    pub require_signatures: bool,
+    /// Lifetime of the bearer token `POST /api/login` gives.
+    #[serde(with = "secmon_config::duration")]
+    pub session_ttl: Duration,
+    /// Failed logins of one user (or from one address) before it is locked out.
+    pub login_max_failures: u32,
+    /// How long a lockout lasts.
+    #[serde(with = "secmon_config::duration")]
+    pub lockout: Duration,
+    /// Serve the API over plain HTTP on a non-loopback address (not recommended).
+    pub allow_plain_http: bool,
+    /// The API's URL as agents reach it (written into downloaded agent configs)
+    /// [default: https://<api.listen>].
+    pub public_api_url: String,
+    /// The NATS URL given to enrolled agents [default: nats.url].
+    pub agent_nats_url: String,
+    /// Agent commands each role may send; admins may send every command.
+    pub commands: RoleCommands,
+}
+
+/// `[security.commands]`: per-role command allowlists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleCommands {
+    /// Read-only commands by default.
+    pub analyst: Vec<String>,
+    pub readonly: Vec<String>,
+}
+
+impl Default for RoleCommands {
+    fn default() -> Self {
+        Self { analyst: vec!["ping".into(), "status".into()], readonly: Vec::new() }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            pki_dir: None,
+            require_signatures: true,
+            session_ttl: Duration::from_secs(3600),
+            login_max_failures: 5,
+            lockout: Duration::from_secs(15 * 60),
+            allow_plain_http: false,
+            public_api_url: String::new(),
+            agent_nats_url: String::new(),
+            commands: RoleCommands::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,11 +139,20 @@ pub struct ApiConfig {
     /// How long `POST /api/agents/{id}/command` waits for the agent's reply.
     #[serde(with = "secmon_config::duration")]
     pub command_timeout: Duration,
+    /// HTTPS certificate (PEM) [secure mode default: <pki_dir>/server.pem].
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS private key (PEM, 0600) [secure mode default: <pki_dir>/server-key.pem].
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), command_timeout: Duration::from_secs(10) }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            command_timeout: Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
+        }
     }
 }
 
@@ -160,6 +236,11 @@ impl Default for LogConfig {
 }
 
 impl ManagerConfig {
+    /// The directory `secmon-manager init` wrote ([security] pki_dir or <data_dir>/pki).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.security.pki_dir.clone().unwrap_or_else(|| self.storage.data_dir.join("pki"))
+    }
+
     /// `[api] listen` as an address (checked by [`Validate`]).
     pub fn api_listen(&self) -> SocketAddr {
         self.api.listen.parse().expect("api.listen validated at load")
@@ -223,6 +304,14 @@ impl Validate for ManagerConfig {
             return Err(ConfigError::invalid("rules.dirs", "must not contain an empty path"));
         }
         positive("rules.watch_interval", self.rules.watch_interval)?;
+        positive("security.session_ttl", self.security.session_ttl)?;
+        positive("security.lockout", self.security.lockout)?;
+        if self.security.login_max_failures == 0 {
+            return Err(ConfigError::invalid("security.login_max_failures", "must be at least 1"));
+        }
+        if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
+            return Err(ConfigError::invalid("api.tls_key", "api.tls_cert and api.tls_key go together"));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::invalid("log.level", format!("{:?} is not a log filter: {e}", self.log.level))
         })?;

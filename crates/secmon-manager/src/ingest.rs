@@ -3,7 +3,8 @@
 //! Managers using the same consumer name share it, so each event goes to one of
 //! them. A pipeline of three tasks joined by bounded channels: the fetcher pulls
 //! (two batches per request, short expiry); the checker decodes and checks each
-//! message (size, version, shape, subject, removed agent, sequence); the committer
+//! message (size, version, shape, subject, removed agent, in secure mode the
+//! signature against the enrolled key, sequence); the committer
 //! stores a batch in one transaction together with the agents' sequence state and
 //! only then acknowledges it, after handing its newly stored events to rule
 //! evaluation ([`crate::detection`]). The file state updates of `file` events (see
@@ -28,11 +29,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::alerts::{AlertDraft, AlertsHandle};
 use crate::detection::evaluate::EvalSender;
 use crate::file_state;
 use crate::log_limit::{LogLimiter, clip};
 use crate::metrics::Metrics;
 use crate::registry::RegistryHandle;
+use crate::security::enroll::SignatureVerifier;
 use crate::seq::{self, SeqOutcome};
 use crate::store::{FileUpdate, SeqState, Store, StoredEvent};
 
@@ -73,6 +76,21 @@ pub struct IngestContext {
     pub settings: IngestSettings,
     /// Where newly stored events go for rule evaluation ([`crate::detection`]).
     pub evaluate: EvalSender,
+    /// Secure mode with `require_signatures`: every event must carry a valid
+    /// signature by its agent's enrolled key.
+    pub signatures: Option<SignatureCheck>,
+}
+
+/// Rule id and title of the alert raised for events with a missing, forged or
+/// unknown signature.
+pub const SPOOFING_RULE_ID: &str = "secmon-spoofing-attempt";
+pub const SPOOFING_TITLE: &str = "spoofing attempt";
+
+/// Signature verification and where its alerts go.
+#[derive(Clone)]
+pub struct SignatureCheck {
+    pub verifier: SignatureVerifier,
+    pub alerts: AlertsHandle,
 }
 
 /// The running ingest loop and lag monitor.
@@ -261,6 +279,9 @@ struct Checker {
     warn: LogLimiter,
     /// For file events that are stored but cannot update the file state.
     file_warn: LogLimiter,
+    signatures: Option<SignatureCheck>,
+    /// For events rejected for their signature.
+    sig_warn: LogLimiter,
 }
 
 /// Batches whose ids [`Checker::recent`] keeps: the one being checked, the one in
@@ -305,6 +326,8 @@ async fn run(ctx: IngestContext, fetcher: Fetcher, seq: HashMap<AgentId, SeqStat
         store: ctx.store.clone(),
         warn: LogLimiter::new(Duration::from_secs(10)),
         file_warn: LogLimiter::new(Duration::from_secs(10)),
+        signatures: ctx.signatures,
+        sig_warn: LogLimiter::new(Duration::from_secs(10)),
     };
     while let Some(first) = msg_rx.recv().await {
         let mut msgs = Vec::with_capacity(batch_size);
@@ -339,9 +362,26 @@ impl Checker {
         // Events whose sequence number was seen already: a replay, or the same event
         // delivered again (a lost ack, or consumer state a crashed server forgot).
         let mut seen_seq = Vec::new();
-        for m in &msgs {
-            match self.check(m) {
+        // Events refused for their signature, by claimed agent: (event ids, reasons).
+        let mut spoofed: HashMap<AgentId, (Vec<Uuid>, Vec<&'static str>)> = HashMap::new();
+        let checked: Vec<Result<Envelope, &'static str>> = msgs.iter().map(|m| self.check(m)).collect();
+        let signatures = self.verify_signatures(&msgs, &checked).await;
+        for ((m, checked), signature) in msgs.iter().zip(checked).zip(signatures) {
+            match checked {
                 Ok(env) => {
+                    // Before sequence tracking: a forged event must not move an
+                    // agent's sequence.
+                    if let Err(reason) = self.check_signature(m, &env, signature) {
+                        self.metrics.reject(reason);
+                        self.metrics.spoofing_attempts.inc();
+                        let e = spoofed.entry(env.agent_id.clone()).or_default();
+                        e.0.push(env.id);
+                        if !e.1.contains(&reason) {
+                            e.1.push(reason);
+                        }
+                        verdicts.push(Verdict::Term);
+                        continue;
+                    }
                     let state = self.seq.entry(env.agent_id.clone()).or_default();
                     let outcome = seq::observe(state, env.seq);
                     touched.insert(env.agent_id.clone());
@@ -368,6 +408,7 @@ impl Checker {
                 }
             }
         }
+        self.raise_spoofing(spoofed).await;
         let mut redelivered_replays = 0u64;
         if !seen_seq.is_empty() {
             let stored = self.stored_ids(&seen_seq).await;
@@ -390,6 +431,112 @@ impl Checker {
         self.recent.push_back(batch_ids);
         let seq_states = touched.into_iter().map(|id| (id.clone(), self.seq[&id].clone())).collect();
         Prepared { msgs, verdicts, events, seq_states, files, redelivered_replays }
+    }
+
+    /// The signature check of secure mode for every message that passed
+    /// [`Checker::check`] (`Ok(())` for the others and without signature checks), in
+    /// message order. Ed25519 verification is most of ingest's cost per event, so a
+    /// large batch is split over the cores on blocking threads.
+    async fn verify_signatures(
+        &self,
+        msgs: &[jetstream::Message],
+        checked: &[Result<Envelope, &'static str>],
+    ) -> Vec<Result<(), &'static str>> {
+        /// Fewest events worth handing to a thread of their own (~1 ms of work).
+        const MIN_PER_WORKER: usize = 16;
+        static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let mut out = vec![Ok(()); msgs.len()];
+        let Some(sig) = &self.signatures else { return out };
+        // The envelope's agent equals the subject's (checked), so this is the key
+        // the event must be signed with.
+        let jobs: Vec<(usize, &AgentId, &bytes::Bytes)> = checked
+            .iter()
+            .zip(msgs)
+            .enumerate()
+            .filter_map(|(i, (c, m))| c.as_ref().ok().map(|env| (i, &env.agent_id, &m.payload)))
+            .collect();
+        let workers = *WORKERS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let workers = workers.min(jobs.len() / MIN_PER_WORKER).max(1);
+        if workers == 1 {
+            for (i, agent, raw) in jobs {
+                out[i] = sig.verifier.verify(agent, raw);
+            }
+            return out;
+        }
+        let per_worker = jobs.len().div_ceil(workers);
+        let tasks: Vec<_> = jobs
+            .chunks(per_worker)
+            .map(|chunk| {
+                // Owned copies only for the blocking threads (`Bytes` clones share the buffer).
+                let chunk: Vec<(usize, AgentId, bytes::Bytes)> =
+                    chunk.iter().map(|&(i, agent, raw)| (i, agent.clone(), raw.clone())).collect();
+                let verifier = sig.verifier.clone();
+                tokio::task::spawn_blocking(move || {
+                    chunk.into_iter().map(|(i, agent, raw)| (i, verifier.verify(&agent, &raw))).collect()
+                })
+            })
+            .collect();
+        for (task, chunk) in tasks.into_iter().zip(jobs.chunks(per_worker)) {
+            let results: Vec<(usize, Result<(), &'static str>)> = match task.await {
+                Ok(r) => r,
+                // A worker that did not finish (runtime shutting down): verify here.
+                Err(_) => chunk.iter().map(|(i, agent, raw)| (*i, sig.verifier.verify(agent, raw))).collect(),
+            };
+            for (i, r) in results {
+                out[i] = r;
+            }
+        }
+        out
+    }
+
+    /// The signature check of secure mode, from [`Checker::verify_signatures`]; the
+    /// error is the rejection reason.
+    fn check_signature(
+        &self,
+        m: &jetstream::Message,
+        env: &Envelope,
+        verified: Result<(), &'static str>,
+    ) -> Result<(), &'static str> {
+        if self.signatures.is_none() {
+            return Ok(());
+        }
+        verified.inspect_err(|reason| {
+            if let Some(suppressed) = self.sig_warn.allow() {
+                tracing::warn!(
+                    subject = %m.subject,
+                    agent = %env.agent_id,
+                    event = %env.id,
+                    reason,
+                    suppressed,
+                    "event rejected: signature check failed (spoofing attempt)"
+                );
+            }
+        })
+    }
+
+    /// One critical `spoofing attempt` alert per claimed agent and batch; the alert
+    /// store folds repeats within its window into the open alert.
+    async fn raise_spoofing(&self, spoofed: HashMap<AgentId, (Vec<Uuid>, Vec<&'static str>)>) {
+        let Some(sig) = &self.signatures else { return };
+        for (agent, (ids, reasons)) in spoofed {
+            let mut tags = vec!["attack.defense_evasion".to_string(), "attack.t1565".to_string()];
+            tags.extend(reasons.iter().map(|r| format!("secmon.signature.{r}")));
+            let draft = AlertDraft {
+                rule_id: SPOOFING_RULE_ID.into(),
+                rule_title: SPOOFING_TITLE.into(),
+                severity: secmon_proto::Severity::Critical,
+                tags,
+                agent_id: agent.clone(),
+                event_ids: ids,
+                key: String::new(),
+                time: Utc::now(),
+            };
+            if let Err(e) = sig.alerts.raise(draft).await
+                && let Some(suppressed) = self.sig_warn.allow()
+            {
+                tracing::error!(agent = %agent, error = %e, suppressed, "cannot raise the spoofing attempt alert");
+            }
+        }
     }
 
     /// Adds the file state updates of `env`. An event that cannot update the file

@@ -1,11 +1,17 @@
 //! `secmon-manager init`: generates the secure deployment material in one directory —
 //! the CA and the NATS/API server certificate, the NATS operator, SECMON and system
 //! account identities with their JWTs, the manager's NATS user (creds file) and an
-//! operator-mode nats-server configuration (TLS on, JetStream on).
+//! operator-mode nats-server configuration (TLS on, JetStream on) — and the first API
+//! admin (`admin`, generated password) in `<data_dir>/security.db`.
+//!
+//! With `--mutual-tls` the nats-server configuration requires client certificates
+//! signed by the CA (`verify: true`), and the manager gets its own client certificate
+//! ([`MANAGER_CLIENT_CERT`]); agents get theirs at enrollment, from a CSR. The
+//! configuration is the record of the choice: [`mutual_tls_required`] reads it back.
 //!
 //! Invariant: seeds and private keys are only ever written with
 //! [`secmon_pki::write_secret`] (0600) and never appear in the summary, a log line or
-//! Debug output. Everything is generated in memory before the first file is written, so
+//! Debug output. The admin's password appears once, in the summary, and nowhere else. Everything is generated in memory before the first file is written, so
 //! a generation failure leaves the directory untouched.
 
 use std::fmt::Write as _;
@@ -33,6 +39,11 @@ pub const ACCOUNT_JWT: &str = "account.jwt";
 pub const SYSTEM_JWT: &str = "system.jwt";
 /// The manager's NATS user: JWT + seed, allowed every subject of the SECMON account.
 pub const MANAGER_CREDS: &str = "manager.creds";
+/// The manager's TLS client certificate for a nats-server that requires one (mutual TLS).
+pub const MANAGER_CLIENT_CERT: &str = "manager-client.pem";
+pub const MANAGER_CLIENT_KEY: &str = "manager-client-key.pem";
+/// Common name of the manager's client certificate.
+pub const MANAGER_CLIENT_NAME: &str = "secmon-manager";
 pub const NATS_CONFIG: &str = "nats-server.conf";
 pub const FINGERPRINT: &str = "fingerprint.txt";
 /// JetStream store directory, inside DIR so one deployment is one directory.
@@ -44,6 +55,10 @@ pub const SECRET_FILES: &[&str] =
 /// Public files (certificates, JWTs, config, fingerprint), written 0644.
 pub const PUBLIC_FILES: &[&str] =
     &[CA_CERT, SERVER_CERT, OPERATOR_JWT, ACCOUNT_JWT, SYSTEM_JWT, NATS_CONFIG, FINGERPRINT];
+/// Secret files written only with mutual TLS (0600, refused when looser).
+pub const MUTUAL_TLS_SECRET_FILES: &[&str] = &[MANAGER_CLIENT_KEY];
+/// Public files written only with mutual TLS (0644).
+pub const MUTUAL_TLS_PUBLIC_FILES: &[&str] = &[MANAGER_CLIENT_CERT];
 
 /// Name of the operator in its JWT.
 const OPERATOR_NAME: &str = "secmon";
@@ -68,6 +83,14 @@ pub enum InitError {
     Jwt(#[from] JwtError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the first admin in {}: {reason}", db.display())]
+    Admin { db: PathBuf, reason: String },
+    #[error(
+        "{} requires NATS client certificates (mutual TLS): set [nats] tls_cert = \"{}\" and \
+         tls_key = \"{}\"",
+        conf.display(), cert.display(), key.display()
+    )]
+    ClientCertMissing { conf: PathBuf, cert: PathBuf, key: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitError + '_ {
@@ -85,10 +108,35 @@ pub struct InitOptions {
     pub nats_listen: String,
     /// Overwrite an initialised directory.
     pub force: bool,
+    /// Where the first admin goes (`<data_dir>/security.db`) [default: the parent of
+    /// `dir`, as in the default layout `<data_dir>/pki`].
+    pub data_dir: Option<PathBuf>,
+    /// Mutual TLS: nats-server requires a client certificate signed by the CA, and the
+    /// manager's own is issued ([`MANAGER_CLIENT_CERT`], [`MANAGER_CLIENT_KEY`]).
+    pub mutual_tls: bool,
 }
 
-/// What `init` wrote. Holds no secret, so Debug and [`InitOutput::summary`] are safe to
-/// print.
+/// What happened to the first admin user.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminInit {
+    /// Created as [`crate::security::auth::users::FIRST_ADMIN`] with this generated
+    /// password, shown once by [`InitOutput::summary`].
+    Created { db: PathBuf, password: String },
+    /// The database already had users: none was created or reset.
+    Exists { db: PathBuf },
+}
+
+impl std::fmt::Debug for AdminInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Created { db, .. } => f.debug_struct("Created").field("db", db).finish_non_exhaustive(),
+            Self::Exists { db } => f.debug_struct("Exists").field("db", db).finish(),
+        }
+    }
+}
+
+/// What `init` wrote. Its Debug holds no secret; [`InitOutput::summary`] holds one:
+/// the first admin's password, meant to be shown once.
 #[derive(Debug, Clone)]
 pub struct InitOutput {
     /// The output directory, absolute.
@@ -102,6 +150,9 @@ pub struct InitOutput {
     pub system_public_key: String,
     pub names: Vec<String>,
     pub nats_listen: String,
+    pub admin: AdminInit,
+    /// nats-server requires client certificates (see [`InitOptions::mutual_tls`]).
+    pub mutual_tls: bool,
 }
 
 impl InitOutput {
@@ -109,8 +160,8 @@ impl InitOutput {
         self.dir.join(name)
     }
 
-    /// Human-readable report: files, fingerprint, public keys and next steps. No seed,
-    /// no private key.
+    /// Human-readable report: files, fingerprint, public keys, the first admin and next
+    /// steps. No seed, no private key; the admin password when it was just generated.
     pub fn summary(&self) -> String {
         let mut s = String::new();
         // Writing to a String cannot fail.
@@ -119,7 +170,8 @@ impl InitOutput {
         let _ = writeln!(s, "Files (secrets are 0600):");
         for f in &self.files {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let tag = if SECRET_FILES.contains(&name) { "  [secret]" } else { "" };
+            let secret = SECRET_FILES.contains(&name) || MUTUAL_TLS_SECRET_FILES.contains(&name);
+            let tag = if secret { "  [secret]" } else { "" };
             let _ = writeln!(s, "  {}{tag}", f.display());
         }
         let _ = writeln!(s);
@@ -128,6 +180,15 @@ impl InitOutput {
         let _ = writeln!(s, "NATS operator: {}", self.operator_public_key);
         let _ = writeln!(s, "NATS account SECMON: {}", self.account_public_key);
         let _ = writeln!(s, "NATS system account: {}", self.system_public_key);
+        if self.mutual_tls {
+            let _ = writeln!(
+                s,
+                "Mutual TLS: on. nats-server requires a client certificate signed by this CA; \
+                 agents get theirs at enrollment."
+            );
+        } else {
+            let _ = writeln!(s, "Mutual TLS: off (NATS clients authenticate with their creds over TLS).");
+        }
         let _ = writeln!(s);
         let _ = writeln!(s, "Start NATS (operator mode, TLS, JetStream) on {}:", self.nats_listen);
         let _ = writeln!(s, "  nats-server -c {}", self.path(NATS_CONFIG).display());
@@ -136,6 +197,31 @@ impl InitOutput {
         let _ = writeln!(s, "  url = \"tls://{}\"", self.client_address());
         let _ = writeln!(s, "  credentials_file = \"{}\"", self.path(MANAGER_CREDS).display());
         let _ = writeln!(s, "  tls_ca = \"{}\"", self.path(CA_CERT).display());
+        if self.mutual_tls {
+            let _ = writeln!(s, "  tls_cert = \"{}\"", self.path(MANAGER_CLIENT_CERT).display());
+            let _ = writeln!(s, "  tls_key = \"{}\"", self.path(MANAGER_CLIENT_KEY).display());
+        }
+        let _ = writeln!(s);
+        match &self.admin {
+            AdminInit::Created { db, password } => {
+                let _ = writeln!(s, "API users ({}):", db.display());
+                let _ = writeln!(s, "Admin user: {}", crate::security::auth::users::FIRST_ADMIN);
+                let _ = writeln!(s, "Admin password (shown once): {password}");
+                let _ =
+                    writeln!(s, "  Store it now; `secmon-manager user reset-password admin` sets a new one.");
+            }
+            AdminInit::Exists { db } => {
+                let _ = writeln!(
+                    s,
+                    "API users: {} already has users; no admin was created or reset \
+                     (`secmon-manager user reset-password NAME` sets a new password).",
+                    db.display()
+                );
+            }
+        }
+        let _ = writeln!(s);
+        let _ =
+            writeln!(s, "Manager configuration ([security] and [api] sections): [security] enabled = true");
         s
     }
 
@@ -197,7 +283,13 @@ fn check_names(names: &[String]) -> Result<Vec<String>, InitError> {
 /// The first generated file found in `dir`, if any: its presence means `dir` holds a
 /// deployment (maybe a half-written one) that agents may already trust.
 fn existing_file(dir: &Path) -> Option<&'static str> {
-    SECRET_FILES.iter().chain(PUBLIC_FILES).copied().find(|f| dir.join(f).exists())
+    SECRET_FILES
+        .iter()
+        .chain(PUBLIC_FILES)
+        .chain(MUTUAL_TLS_SECRET_FILES)
+        .chain(MUTUAL_TLS_PUBLIC_FILES)
+        .copied()
+        .find(|f| dir.join(f).exists())
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), InitError> {
@@ -230,10 +322,11 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
     let account_jwt = lookup(&accounts, &ids.account.public_key())?;
     let system_jwt = lookup(&accounts, &ids.system.public_key())?;
     let manager = KeyPair::new_user();
-    let all = Permissions { pub_allow: vec![">".into()], sub_allow: vec![">".into()] };
+    let all = Permissions { pub_allow: vec![">".into()], sub_allow: vec![">".into()], ..Default::default() };
     let manager_jwt = issue_user_jwt(&ids.account, &manager.public_key(), "secmon-manager", &all, None)?;
     let manager_creds = creds_file(&manager_jwt, &seed(&manager)?);
     let fingerprint = ca_fingerprint_sha256(ca.cert_pem())?;
+    let client = if opts.mutual_tls { Some(ca.issue_client(MANAGER_CLIENT_NAME)?) } else { None };
 
     if !opts.dir.exists() {
         std::fs::DirBuilder::new()
@@ -245,7 +338,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
     // Absolute, because nats-server resolves the config's paths from its own cwd.
     let dir = std::fs::canonicalize(&opts.dir).map_err(io_err(&opts.dir))?;
     let p = |name: &str| dir.join(name);
-    let tls = TlsFiles { cert: p(SERVER_CERT), key: p(SERVER_KEY), ca: p(CA_CERT), verify: false };
+    let tls = TlsFiles { cert: p(SERVER_CERT), key: p(SERVER_KEY), ca: p(CA_CERT), verify: opts.mutual_tls };
     let conf = nats_server_config(
         &opts.nats_listen,
         &operator_jwt,
@@ -255,7 +348,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
         Some(&p(JETSTREAM_DIR)),
     );
 
-    let secrets: [(&str, String); 6] = [
+    let mut secrets: Vec<(&str, String)> = vec![
         (CA_KEY, ca.key_pem().to_string()),
         (SERVER_KEY, server.key_pem.clone()),
         (OPERATOR_SEED, seed(&ids.operator)?),
@@ -263,7 +356,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
         (SYSTEM_SEED, seed(&ids.system)?),
         (MANAGER_CREDS, manager_creds),
     ];
-    let public: [(&str, String); 7] = [
+    let mut public: Vec<(&str, String)> = vec![
         (CA_CERT, ca.cert_pem().to_string()),
         (SERVER_CERT, server.cert_pem.clone()),
         (OPERATOR_JWT, format!("{operator_jwt}\n")),
@@ -272,6 +365,10 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
         (NATS_CONFIG, conf),
         (FINGERPRINT, format!("{fingerprint}\n")),
     ];
+    if let Some(c) = &client {
+        secrets.push((MANAGER_CLIENT_KEY, c.key_pem.clone()));
+        public.push((MANAGER_CLIENT_CERT, c.cert_pem.clone()));
+    }
     let mut files = Vec::new();
     for (name, bytes) in &secrets {
         write_secret(&p(name), bytes.as_bytes())?;
@@ -282,7 +379,13 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
         files.push(p(name));
     }
     files.sort();
-    tracing::info!(dir = %dir.display(), fingerprint = %fingerprint, "initialised the secure deployment");
+    let admin = first_admin(opts.data_dir.as_deref().or(dir.parent()).unwrap_or(&dir))?;
+    tracing::info!(
+        dir = %dir.display(),
+        fingerprint = %fingerprint,
+        mutual_tls = opts.mutual_tls,
+        "initialised the secure deployment"
+    );
     Ok(InitOutput {
         dir,
         files,
@@ -292,7 +395,20 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
         system_public_key: ids.system.public_key(),
         names,
         nats_listen: opts.nats_listen.clone(),
+        admin,
+        mutual_tls: opts.mutual_tls,
     })
+}
+
+/// Creates the first admin in `<data_dir>/security.db` unless it has users.
+fn first_admin(data_dir: &Path) -> Result<AdminInit, InitError> {
+    let db_path = data_dir.join(crate::security::db::SECURITY_DB);
+    let err = |reason: String| InitError::Admin { db: db_path.clone(), reason };
+    let db = crate::security::SecurityDb::open(data_dir).map_err(|e| err(e.to_string()))?;
+    match crate::security::auth::users::create_first_admin(&db).map_err(|e| err(e.to_string()))? {
+        Some(password) => Ok(AdminInit::Created { db: db_path, password }),
+        None => Ok(AdminInit::Exists { db: db_path }),
+    }
 }
 
 fn lookup(accounts: &[(String, String)], public_key: &str) -> Result<String, InitError> {
@@ -303,10 +419,42 @@ fn lookup(accounts: &[(String, String)], public_key: &str) -> Result<String, Ini
         .ok_or(InitError::Jwt(JwtError::Malformed("account JWT missing")))
 }
 
+/// Whether the deployment in `pki_dir` requires NATS client certificates: its
+/// nats-server configuration (written by [`init`], the file nats-server runs with) has
+/// `verify: true` in its TLS block. A missing or unreadable file means no.
+pub fn mutual_tls_required(pki_dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(pki_dir.join(NATS_CONFIG)) else { return false };
+    text.lines().any(|l| {
+        let l = l.trim();
+        let Some(rest) = l.strip_prefix("verify") else { return false };
+        let rest = rest.trim_start();
+        let value = rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')).map(str::trim);
+        matches!(value, Some("true" | "\"true\""))
+    })
+}
+
+/// With mutual TLS on in `pki_dir`, the manager's NATS connections need a client
+/// certificate: refuses a `[nats]` without `tls_cert` and `tls_key`, naming the files
+/// `init` wrote for it.
+pub fn check_manager_client_cert(
+    pki_dir: &Path,
+    tls_cert: Option<&Path>,
+    tls_key: Option<&Path>,
+) -> Result<(), InitError> {
+    if mutual_tls_required(pki_dir) && (tls_cert.is_none() || tls_key.is_none()) {
+        return Err(InitError::ClientCertMissing {
+            conf: pki_dir.join(NATS_CONFIG),
+            cert: pki_dir.join(MANAGER_CLIENT_CERT),
+            key: pki_dir.join(MANAGER_CLIENT_KEY),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses (with the `chmod 600` hint) the first secret file in `dir` that group or
 /// others can read or write. Missing files are skipped: a host may hold only some.
 pub fn check_secrets(dir: &Path) -> Result<(), InitError> {
-    for name in SECRET_FILES {
+    for name in SECRET_FILES.iter().chain(MUTUAL_TLS_SECRET_FILES) {
         let path = dir.join(name);
         if path.exists() {
             check_secret_mode(&path)?;
@@ -337,6 +485,22 @@ mod tests {
     }
 
     #[test]
+    fn mutual_tls_is_read_from_the_nats_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(!mutual_tls_required(tmp.path()), "no config");
+        for (text, want) in [
+            ("tls {\n  cert_file: \"a\"\n  verify: true\n}\n", true),
+            ("tls {\n  verify = true\n}\n", true),
+            ("tls {\n  cert_file: \"a\"\n}\n", false),
+            ("tls {\n  verify: false\n}\n", false),
+            ("tls {\n  verify_and_map: true\n}\n", false),
+        ] {
+            std::fs::write(tmp.path().join(NATS_CONFIG), text).unwrap();
+            assert_eq!(mutual_tls_required(tmp.path()), want, "{text}");
+        }
+    }
+
+    #[test]
     fn client_address_replaces_wildcard_hosts() {
         let out = |listen: &str, names: &[&str]| InitOutput {
             dir: "/d".into(),
@@ -347,6 +511,8 @@ mod tests {
             system_public_key: String::new(),
             names: names.iter().map(|s| s.to_string()).collect(),
             nats_listen: listen.into(),
+            admin: AdminInit::Exists { db: "/d/security.db".into() },
+            mutual_tls: false,
         };
         assert_eq!(out("0.0.0.0:4222", &["mgr.example"]).client_address(), "mgr.example:4222");
         assert_eq!(out("[::]:4222", &["::1"]).client_address(), "[::1]:4222");

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod log_limit;
 pub mod metrics;
 pub mod registry;
+pub mod security;
 pub mod seq;
 pub mod status_events;
 pub mod store;

@@ -1,6 +1,8 @@
 //! `secmon-manager --config PATH`: loads the configuration, starts the manager and
 //! runs it until SIGTERM or SIGINT; SIGHUP reloads the rules.
-//! `secmon-manager init`: generates the secure deployment material ([`secmon_manager::init`]).
+//! `secmon-manager init`: generates the secure deployment material ([`secmon_manager::init`])
+//! and the first admin user.
+//! `secmon-manager user add|reset-password`: manages API users in `<data_dir>/security.db`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +12,8 @@ use clap::{Parser, Subcommand};
 use secmon_manager::app::Manager;
 use secmon_manager::config::ManagerConfig;
 use secmon_manager::init::{InitOptions, check_secrets, default_names, init};
+use secmon_manager::security::auth::{AuditEntry, audit, users};
+use secmon_manager::security::{Role, SecurityDb};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -42,9 +46,37 @@ enum Cmd {
         #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:4222")]
         nats_listen: String,
         /// Overwrite an initialised directory (new CA and keys: agents must enroll again).
+        /// Existing users are kept.
         #[arg(long)]
         force: bool,
+        /// Where the first admin user is created (<DIR>/security.db)
+        /// [default: storage.data_dir, or the parent of --dir when --dir is given without --config].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Mutual TLS for NATS: nats-server requires a client certificate signed by the CA;
+        /// the manager's is written to DIR (manager-client.pem), agents get theirs when
+        /// they enroll.
+        #[arg(long)]
+        mutual_tls: bool,
     },
+    /// Manage API users (in <storage.data_dir>/security.db).
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user with a generated password (printed once).
+    Add {
+        name: String,
+        /// admin, analyst or readonly.
+        #[arg(long, default_value = "readonly")]
+        role: String,
+    },
+    /// Give a user a new generated password (printed once) and end its sessions.
+    ResetPassword { name: String },
 }
 
 /// Loads the configuration or says why not (exit code 2).
@@ -57,15 +89,42 @@ fn load_config(path: Option<&std::path::Path>) -> Result<ManagerConfig, ExitCode
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Cmd::Init { dir, names, nats_listen, force }) = args.command {
-        return run_init(args.config.as_deref(), dir, names, nats_listen, force);
+    match args.command {
+        Some(Cmd::Init { dir, names, nats_listen, force, data_dir, mutual_tls }) => {
+            let dir_given = dir.is_some();
+            let opts =
+                InitOptions { dir: dir.unwrap_or_default(), names, nats_listen, force, data_dir, mutual_tls };
+            return run_init(args.config.as_deref(), dir_given, opts);
+        }
+        Some(Cmd::User { action }) => return run_user(args.config.as_deref(), action),
+        None => {}
     }
     let cfg = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let pki = cfg.pki_dir();
+    if cfg.security.enabled && !pki.join(secmon_manager::init::CA_CERT).is_file() {
+        eprintln!(
+            "secmon-manager: secure mode ([security] enabled) needs the PKI in {}: run `secmon-manager init{}` first",
+            pki.display(),
+            args.config.as_deref().map(|p| format!(" --config {}", p.display())).unwrap_or_default()
+        );
+        return ExitCode::from(2);
+    }
+    // With mutual TLS the NATS connection fails in the handshake without a client
+    // certificate: say which keys to set instead.
+    if cfg.security.enabled
+        && let Err(e) = secmon_manager::init::check_manager_client_cert(
+            &pki,
+            cfg.nats.tls_cert.as_deref(),
+            cfg.nats.tls_key.as_deref(),
+        )
+    {
+        eprintln!("secmon-manager: {e}");
+        return ExitCode::from(2);
+    }
     // A key file others can read may already be copied: refuse to run with it.
-    let pki = cfg.storage.data_dir.join("pki");
     if pki.is_dir()
         && let Err(e) = check_secrets(&pki)
     {
@@ -101,13 +160,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_init(
-    config: Option<&std::path::Path>,
-    dir: Option<PathBuf>,
-    names: Vec<String>,
-    nats_listen: String,
-    force: bool,
-) -> ExitCode {
+/// `opts.dir` is used when `dir_given`, else the config's pki_dir.
+fn run_init(config: Option<&std::path::Path>, dir_given: bool, mut opts: InitOptions) -> ExitCode {
     // Only the library's own logs, and only warnings unless RUST_LOG asks for more: the
     // summary on stdout is the output.
     let filter = std::env::var("RUST_LOG").ok().and_then(|v| EnvFilter::try_new(v).ok());
@@ -115,15 +169,25 @@ fn run_init(
         .with_env_filter(filter.unwrap_or_else(|| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
-    let dir = match dir {
-        Some(d) => d,
-        None => match load_config(config) {
-            Ok(cfg) => cfg.storage.data_dir.join("pki"),
+    // With only --dir, the deployment is that directory's parent (the default layout
+    // is <data_dir>/pki), so no config is read.
+    let cfg = if !dir_given || config.is_some() {
+        match load_config(config) {
+            Ok(cfg) => Some(cfg),
             Err(code) => return code,
-        },
+        }
+    } else {
+        None
     };
-    let names = if names.is_empty() { default_names() } else { names };
-    match init(&InitOptions { dir, names, nats_listen, force }) {
+    if !dir_given {
+        let Some(dir) = cfg.as_ref().map(ManagerConfig::pki_dir) else { return ExitCode::from(2) };
+        opts.dir = dir;
+    }
+    opts.data_dir = opts.data_dir.or_else(|| cfg.as_ref().map(|c| c.storage.data_dir.clone()));
+    if opts.names.is_empty() {
+        opts.names = default_names();
+    }
+    match init(&opts) {
         Ok(out) => {
             print!("{}", out.summary());
             ExitCode::SUCCESS
@@ -135,17 +199,89 @@ fn run_init(
     }
 }
 
+fn run_user(config: Option<&std::path::Path>, action: UserCmd) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let db = match SecurityDb::open(&cfg.storage.data_dir) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("secmon-manager user: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (name, action, subcommand, done) = match action {
+        UserCmd::Add { name, role } => {
+            let role: Role = match role.parse() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("secmon-manager user add: --role: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let r = users::add_user(&db, &name, role, None);
+            (name, "user.create", "add", r.map(|pw| (format!("added with role {role}"), pw)))
+        }
+        UserCmd::ResetPassword { name } => {
+            let r = users::reset_password(&db, &name, None);
+            (
+                name,
+                "user.reset_password",
+                "reset-password",
+                r.map(|pw| ("has a new password; its sessions ended".to_owned(), pw)),
+            )
+        }
+    };
+    // Done from the host, not the API: still one audit record, by the OS user.
+    let status = if done.is_ok() { 200 } else { 400 };
+    let entry = AuditEntry {
+        actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
+        method: "CLI".into(),
+        path: format!("secmon-manager user {subcommand}"),
+        action: action.into(),
+        target: Some(name.clone()),
+        status,
+        result: audit::result_for(status).into(),
+        detail: done.as_ref().err().map(ToString::to_string),
+        ..AuditEntry::default()
+    };
+    if let Err(e) = audit::record_blocking(&db, &entry) {
+        eprintln!("secmon-manager user: cannot write the audit record: {e}");
+    }
+    match done {
+        Ok((what, pw)) => {
+            println!("User {name} {what}.");
+            if let Some(pw) = pw {
+                println!("Password (shown once): {pw}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("secmon-manager user: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(cfg: ManagerConfig) -> anyhow::Result<()> {
-    tracing::warn!(
-        "LOCAL MODE: NATS connections and the REST API are NOT authenticated; \
-         anyone who can reach them can act as an agent or an operator. \
-         Authentication comes with the security issue; do not expose this manager."
-    );
+    if cfg.security.enabled {
+        tracing::info!(
+            pki = %cfg.pki_dir().display(),
+            "secure mode: API authentication and roles on (bearer tokens from POST /api/login), HTTPS"
+        );
+    } else {
+        tracing::warn!(
+            "LOCAL MODE ([security] enabled = false): NATS connections and the REST API are NOT authenticated; \
+             anyone who can reach them can act as an agent or an operator. Do not expose this manager; \
+             run `secmon-manager init` and set [security] enabled = true for a real deployment."
+        );
+    }
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let manager = Manager::start(cfg).await?;
-    tracing::info!(api = %format!("http://{}", manager.api_addr()), version = env!("CARGO_PKG_VERSION"), "secmon-manager ready");
+    tracing::info!(api = %manager.api_url(), version = env!("CARGO_PKG_VERSION"), "secmon-manager ready");
     let rules = manager.rules();
     let sig = loop {
         tokio::select! {

@@ -40,7 +40,8 @@ pub struct Metrics {
     registry: Registry,
     pub events_ingested: Counter,
     /// Rejected events by reason: `malformed`, `oversize`, `version`,
-    /// `subject_mismatch`, `removed_agent`, `replay`.
+    /// `subject_mismatch`, `removed_agent`, `replay`; in secure mode also `unsigned`,
+    /// `forged`, `bad_signature`, `unknown_agent`, `bad_key`.
     pub events_rejected: Family<ReasonLabel, Counter>,
     pub events_duplicate: Counter,
     pub seq_gap_events: Counter,
@@ -95,6 +96,17 @@ pub struct Metrics {
     pub rule_load_problems: Gauge,
     /// Rule reloads by result: `ok`, `failed` (old rules kept).
     pub rule_reloads: Family<ResultLabel, Counter>,
+    /// Agents enrolled.
+    pub enrollments: Counter,
+    /// Enrollments refused, by reason: `malformed`, `wrong_ca`, `unknown`, `expired`,
+    /// `used_up`, `revoked`, `key_in_use`, `csr` (missing or bad CSR with mutual TLS).
+    pub enrollments_refused: Family<ReasonLabel, Counter>,
+    /// Agent key revocations, by result: `pushed`, `not_pushed` (applies at the next
+    /// nats-server or manager start).
+    pub revocations: Family<ResultLabel, Counter>,
+    /// Events rejected for their signature (unsigned, forged, unknown agent key) that
+    /// raised or folded into a `spoofing attempt` alert.
+    pub spoofing_attempts: Counter,
 }
 
 impl Default for Metrics {
@@ -139,6 +151,10 @@ impl Metrics {
             rules_loaded: Gauge::default(),
             rule_load_problems: Gauge::default(),
             rule_reloads: Family::default(),
+            enrollments: Counter::default(),
+            enrollments_refused: Family::default(),
+            revocations: Family::default(),
+            spoofing_attempts: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("events_ingested", "Events stored", m.events_ingested.clone());
@@ -249,6 +265,18 @@ impl Metrics {
             m.rule_load_problems.clone(),
         );
         registry.register("rule_reloads", "Rule reloads by result", m.rule_reloads.clone());
+        registry.register("enrollments", "Agents enrolled", m.enrollments.clone());
+        registry.register(
+            "enrollments_refused",
+            "Enrollments refused, by reason",
+            m.enrollments_refused.clone(),
+        );
+        registry.register("revocations", "Agent key revocations, by result", m.revocations.clone());
+        registry.register(
+            "spoofing_attempts",
+            "Events rejected for a missing, forged or unknown signature",
+            m.spoofing_attempts.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -268,6 +296,20 @@ impl Metrics {
     /// Control-message rejections counted so far for `reason` (for tests and `status`).
     pub fn control_rejections(&self, reason: &str) -> u64 {
         self.control_rejected.get_or_create(&ReasonLabel { reason: reason.to_owned() }).get()
+    }
+
+    pub fn enroll_refused(&self, reason: &str) {
+        self.enrollments_refused.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// Enrollments refused so far for `reason`.
+    pub fn enroll_refusals(&self, reason: &str) -> u64 {
+        self.enrollments_refused.get_or_create(&ReasonLabel { reason: reason.to_owned() }).get()
+    }
+
+    pub fn revocation(&self, pushed: bool) {
+        let result = if pushed { "pushed" } else { "not_pushed" };
+        self.revocations.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
     }
 
     pub fn skip_file_state(&self, reason: &str) {

@@ -72,9 +72,12 @@ pub struct RegistryHandle {
 
 /// Where the answer to a removal goes.
 type RemoveReply = oneshot::Sender<Result<Option<AgentRecord>, StoreError>>;
+/// Where the answer to an enrollment goes.
+type EnrollReply = oneshot::Sender<Result<(), StoreError>>;
 
 enum Command {
     Remove { id: AgentId, reason: String, reply: RemoveReply },
+    Enroll { record: Box<AgentRecord>, change: StatusChange, reply: EnrollReply },
 }
 
 impl RegistryHandle {
@@ -82,11 +85,35 @@ impl RegistryHandle {
     /// on). `Ok(None)` when the agent is unknown. Removing a removed agent returns
     /// it unchanged.
     pub async fn remove(&self, id: &AgentId, reason: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.ask(|reply| Command::Remove { id: id.clone(), reason: reason.to_owned(), reply }).await
+    }
+
+    /// Sends the command made with the reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Remove { id: id.clone(), reason: reason.to_owned(), reply };
         let stopped = || StoreError::Database("the registry is stopped".into());
-        self.commands.send(cmd).await.map_err(|_| stopped())?;
+        self.commands.send(cmd(reply)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Adds a newly enrolled agent as `never_connected` with its name and host facts
+    /// (stored before this returns). An agent already known is left as it is.
+    pub async fn enroll(
+        &self,
+        id: &AgentId,
+        name: &str,
+        host: secmon_proto::HostFacts,
+        agent_version: &str,
+    ) -> Result<(), StoreError> {
+        let lifecycle::Transition { mut record, change } =
+            lifecycle::enrolled(id.clone(), name.to_owned(), Utc::now());
+        record.host = host;
+        record.agent_version = agent_version.to_owned();
+        let Some(change) = change else { return Ok(()) };
+        self.ask(|reply| Command::Enroll { record: Box::new(record), change, reply }).await
     }
 
     /// The registry's current record of an agent: status and `last_seen` are
@@ -175,6 +202,7 @@ pub async fn start(
         replies: Vec::new(),
         reregister: ReregisterAsks::default(),
         removals: Vec::new(),
+        enrollments: Vec::new(),
         statuses_changed: true,
         warn: LogLimiter::new(Duration::from_secs(10)),
         store_warn: LogLimiter::new(Duration::from_secs(10)),
@@ -224,6 +252,8 @@ struct Actor {
     /// [`REREGISTER_EVERY`] each.
     reregister: ReregisterAsks,
     removals: Vec<(RemoveReply, AgentId)>,
+    /// Enrollments answered once the batch is written.
+    enrollments: Vec<EnrollReply>,
     statuses_changed: bool,
     warn: LogLimiter,
     store_warn: LogLimiter,
@@ -263,6 +293,9 @@ impl Actor {
                     Input::Shutdown(m) => self.on_shutdown(m),
                     Input::Command(Command::Remove { id, reason, reply }) => {
                         self.on_remove(id, &reason, reply)
+                    }
+                    Input::Command(Command::Enroll { record, change, reply }) => {
+                        self.on_enroll(*record, change, reply)
                     }
                     Input::Check => self.on_check(),
                     Input::FlushSeen => self.queue_seen(),
@@ -384,6 +417,17 @@ impl Actor {
         self.removals.push((reply, id));
     }
 
+    fn on_enroll(&mut self, record: AgentRecord, change: StatusChange, reply: EnrollReply) {
+        if self.get(&record.id).is_some() {
+            // Agent ids are generated at enrollment: a clash means nothing to add.
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        tracing::info!(agent = %record.id, name = %record.name, "agent enrolled; never connected yet");
+        self.apply(Transition { record, change: Some(change) }, true);
+        self.enrollments.push(reply);
+    }
+
     fn on_check(&mut self) {
         let now = Utc::now();
         let timed_out: Vec<Transition> = {
@@ -498,6 +542,9 @@ impl Actor {
                 Err(e) => Err(StoreError::Database(e.to_string())),
             };
             let _ = reply.send(answer);
+        }
+        for reply in self.enrollments.drain(..) {
+            let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| StoreError::Database(e.to_string())));
         }
         if std::mem::take(&mut self.statuses_changed) {
             self.publish_gauges();

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::ConnectOptions;
 use futures::StreamExt;
@@ -134,48 +134,12 @@ fn bad_arguments_fail_with_a_clear_message_and_write_nothing() {
     assert!(!dir.exists(), "a failed init created {}", dir.display());
 }
 
-fn nats_server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return p.into();
-    }
-    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    "nats-server".into()
-}
-
 /// nats-server running the generated config; killed on drop.
 struct NatsChild(Child);
 
 impl NatsChild {
     fn start(conf: &Path, log: &Path, port: u16) -> Self {
-        let child = Command::new(nats_server_binary())
-            .arg("-c")
-            .arg(conf)
-            .arg("-l")
-            .arg(log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server: {e}: install it (apt-get install nats-server)")
-            });
-        let mut me = Self(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if text.contains("Server is ready") && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return me;
-            }
-            if let Some(status) = me.0.try_wait().unwrap() {
-                panic!("nats-server exited with {status} on the generated config:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "nats-server not ready after 20 s:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Self(secmon_testkit::spawn_nats_server(conf, log, port))
     }
 }
 
@@ -307,4 +271,194 @@ fn a_loose_secret_is_refused_by_check_secrets_and_by_the_manager() {
     assert!(stderr.contains("account.seed") && stderr.contains("chmod 600"), "{stderr}");
     std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o600)).unwrap();
     init::check_secrets(&pki).unwrap();
+}
+
+/// The value after `prefix` on its line of `out`.
+fn line_value<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim)
+}
+
+fn stored_hash(data_dir: &Path, user: &str) -> String {
+    let db = secmon_manager::security::SecurityDb::open(data_dir).unwrap();
+    db.with_conn(|c| c.query_row("SELECT password_hash FROM users WHERE username = ?1", [user], |r| r.get(0)))
+        .unwrap()
+}
+
+#[test]
+fn init_creates_the_first_admin_once_with_a_password_shown_once() {
+    use secmon_manager::security::auth::password::verify;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = run_init(&dir, 4334, &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.lines().any(|l| l == "Admin user: admin"), "{stdout}");
+    let password = line_value(&stdout, "Admin password (shown once): ").expect("password line").to_owned();
+    assert!(password.len() >= 20, "weak generated password");
+    // The admin lives in <data_dir>/security.db (data_dir = the parent of --dir), 0600,
+    // as an argon2id hash only.
+    let db_path = tmp.path().join("security.db");
+    assert_eq!(mode(&db_path), 0o600);
+    let hash = stored_hash(tmp.path(), "admin");
+    assert!(hash.starts_with("$argon2id$") && verify(&password, &hash), "{hash}");
+    for f in std::fs::read_dir(tmp.path()).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+                "password in {}",
+                p.display()
+            );
+        }
+    }
+
+    // Re-running (--force) keeps the admin and says so; no password is printed.
+    let again = run_init(&dir, 4334, &["--force"]);
+    let again_out = text(&again.stdout);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(again_out.contains("already has users"), "{again_out}");
+    assert!(!again_out.contains("Admin password"), "{again_out}");
+    assert_eq!(stored_hash(tmp.path(), "admin"), hash, "the admin was reset");
+
+    // `user add` and `user reset-password` print a new password once.
+    let cfg = tmp.path().join("manager.toml");
+    std::fs::write(&cfg, format!("[storage]\ndata_dir = {:?}\n", tmp.path().display().to_string())).unwrap();
+    let add = manager()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["user", "add", "ann", "--role", "analyst"])
+        .output()
+        .unwrap();
+    let add_out = text(&add.stdout);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let ann_pw = line_value(&add_out, "Password (shown once): ").expect("password").to_owned();
+    assert!(verify(&ann_pw, &stored_hash(tmp.path(), "ann")));
+    let reset =
+        manager().arg("--config").arg(&cfg).args(["user", "reset-password", "admin"]).output().unwrap();
+    assert!(reset.status.success(), "{}", text(&reset.stderr));
+    let new_pw = line_value(&text(&reset.stdout), "Password (shown once): ").expect("password").to_owned();
+    let new_hash = stored_hash(tmp.path(), "admin");
+    assert!(verify(&new_pw, &new_hash) && !verify(&password, &new_hash));
+    let db = secmon_manager::security::SecurityDb::open(tmp.path()).unwrap();
+    let audited: i64 = db
+        .with_conn(|c| {
+            c.query_row(
+                "SELECT count(*) FROM audit WHERE action = 'user.create' AND target = 'ann' AND actor LIKE 'cli:%'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    assert_eq!(audited, 1, "user add is audited");
+    let bad =
+        manager().arg("--config").arg(&cfg).args(["user", "add", "x", "--role", "root"]).output().unwrap();
+    assert!(!bad.status.success() && text(&bad.stderr).contains("--role"), "{}", text(&bad.stderr));
+}
+
+#[test]
+fn secure_mode_without_init_refuses_to_start_with_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("manager.toml");
+    let data = tmp.path().join("data");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\ndata_dir = {:?}\n[security]\nenabled = true\n", data.display().to_string()),
+    )
+    .unwrap();
+    let out = manager().arg("--config").arg(&cfg).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("secmon-manager init") && err.contains("pki"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[tokio::test]
+async fn mutual_tls_init_issues_the_manager_client_cert_and_nats_requires_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let port = secmon_testkit::free_port();
+    let out = run_init(&dir, port, &["--mutual-tls"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_no_secret(&format!("{stdout}{}", text(&out.stderr)), &dir);
+    for f in init::MUTUAL_TLS_SECRET_FILES {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    for f in init::MUTUAL_TLS_PUBLIC_FILES {
+        assert_eq!(mode(&dir.join(f)), 0o644, "{f}");
+    }
+    let key_text = std::fs::read_to_string(dir.join(init::MANAGER_CLIENT_KEY)).unwrap();
+    assert!(key_text.contains("PRIVATE KEY") && !stdout.contains(key_text.trim()));
+    assert!(stdout.contains("Mutual TLS: on"), "{stdout}");
+    let abs = dir.canonicalize().unwrap();
+    for f in [init::MANAGER_CLIENT_CERT, init::MANAGER_CLIENT_KEY] {
+        assert!(
+            stdout.contains(&format!("\"{}\"", abs.join(f).display())),
+            "{f} not in the [nats] hint:\n{stdout}"
+        );
+    }
+    assert!(init::mutual_tls_required(&dir));
+    let conf = std::fs::read_to_string(dir.join("nats-server.conf")).unwrap();
+    assert!(conf.contains("verify: true"), "{conf}");
+
+    // A second run refuses, even if only the mutual-TLS files were left behind.
+    for f in SECRET_FILES.iter().chain(PUBLIC_FILES) {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let again = run_init(&dir, port, &["--mutual-tls"]);
+    assert!(!again.status.success() && text(&again.stderr).contains("already initialised"));
+    let forced = run_init(&dir, port, &["--mutual-tls", "--force"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+
+    let _nats = NatsChild::start(&dir.join("nats-server.conf"), &tmp.path().join("nats.log"), port);
+    let url = format!("tls://127.0.0.1:{port}");
+    let opts = || async {
+        ConnectOptions::with_credentials_file(dir.join("manager.creds"))
+            .await
+            .unwrap()
+            .add_root_certificates(dir.join("ca.pem"))
+            .require_tls(true)
+            .connection_timeout(Duration::from_secs(5))
+    };
+    let client = opts()
+        .await
+        .add_client_certificate(dir.join(init::MANAGER_CLIENT_CERT), dir.join(init::MANAGER_CLIENT_KEY))
+        .connect(&url)
+        .await
+        .expect("manager connects with its creds and its client certificate");
+    client.publish("secmon.agent.a1.event.x", "hello".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let err = opts().await.connect(&url).await.expect_err("connected without a client certificate");
+    assert_ne!(err.kind(), async_nats::ConnectErrorKind::AuthorizationViolation, "{err}");
+
+    // The manager in secure mode without [nats] tls_cert says which keys to set.
+    let cfg = tmp.path().join("manager.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\ndata_dir = {:?}\n[nats]\nurl = {url:?}\n[security]\nenabled = true\n",
+            tmp.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = manager().arg("--config").arg(&cfg).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("tls_cert") && err.contains(init::MANAGER_CLIENT_CERT), "{err}");
+}
+
+#[test]
+fn without_mutual_tls_no_client_certificate_is_required_or_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = run_init(&dir, 4334, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Mutual TLS: off"), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("tls_cert"), "{}", text(&out.stdout));
+    for f in init::MUTUAL_TLS_SECRET_FILES.iter().chain(init::MUTUAL_TLS_PUBLIC_FILES) {
+        assert!(!dir.join(f).exists(), "{f} written without --mutual-tls");
+    }
+    assert!(!init::mutual_tls_required(&dir));
+    assert!(!std::fs::read_to_string(dir.join("nats-server.conf")).unwrap().contains("verify"));
 }

@@ -127,13 +127,34 @@ pub async fn get_agent(
     Ok(Json(AgentDetails { agent, history }))
 }
 
+/// The answer to a removal: the agent, and in secure mode what became of its NATS key.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RemovedAgent {
+    #[serde(flatten)]
+    pub agent: AgentRecord,
+    /// Secure mode only, for an enrolled agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
+}
+
+/// What became of a removed agent's NATS credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Revocation {
+    /// Its user JWT is on the account's revocation list (stored).
+    pub revoked: bool,
+    /// nats-server took the new list now (its connection is closed); else the list
+    /// applies at the server's or the manager's next start.
+    pub pushed: bool,
+}
+
 /// Remove an agent: it becomes `removed` and its registrations and events are
-/// refused from now on. Its stored events stay.
+/// refused from now on; in secure mode its NATS user JWT is revoked, which closes its
+/// connection. Its stored events stay.
 #[utoipa::path(
     delete, path = "/api/agents/{id}", tag = "agents",
     params(("id" = String, Path, description = "Agent id")),
     responses(
-        (status = 200, description = "The removed agent", body = AgentRecord),
+        (status = 200, description = "The removed agent", body = RemovedAgent),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 404, description = "Unknown agent", body = ErrorBody),
     )
@@ -142,14 +163,28 @@ pub async fn remove_agent(
     State(ctx): State<Arc<ApiContext>>,
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
-) -> Result<Json<AgentRecord>, ApiError> {
+) -> Result<Json<RemovedAgent>, ApiError> {
     let id = path_id(path)?;
     let _: NoParams = params::query(&uri)?;
-    match ctx.registry.remove(&id, "by an operator through the API").await? {
-        Some(rec) => {
-            tracing::info!(agent = %id, "agent removed through the API");
-            Ok(Json(rec))
-        }
-        None => Err(unknown_agent(&id)),
-    }
+    let Some(agent) = ctx.registry.remove(&id, "by an operator through the API").await? else {
+        return Err(unknown_agent(&id));
+    };
+    tracing::info!(agent = %id, "agent removed through the API");
+    let revocation = match &ctx.enroll {
+        None => None,
+        Some(e) => match e.revoke(&id).await {
+            Ok(None) => None,
+            Ok(Some(pushed)) => {
+                ctx.metrics.revocation(pushed);
+                Some(Revocation { revoked: true, pushed })
+            }
+            Err(err) => {
+                // Removed (its events are refused) but the key is not on the list.
+                tracing::error!(agent = %id, error = %err, "cannot revoke the removed agent's key");
+                ctx.metrics.revocation(false);
+                Some(Revocation { revoked: false, pushed: false })
+            }
+        },
+    };
+    Ok(Json(RemovedAgent { agent, revocation }))
 }

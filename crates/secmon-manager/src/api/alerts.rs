@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
+use axum::{Extension, Json};
 use secmon_proto::Severity;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +16,7 @@ use super::ApiContext;
 use super::error::{ApiError, ErrorBody, echo, json_body};
 use super::params::{self, NoParams};
 use crate::alerts::{AlertError, MAX_BY, MAX_COMMENT, StatusRequest};
+use crate::security::{AuthKind, Principal};
 use crate::store::{AlertDetails, AlertQuery, AlertRecord, AlertStatus, Page};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -118,7 +119,8 @@ pub struct AlertPatch {
     /// Why, for the history (at most 4096 bytes).
     #[serde(default)]
     pub comment: String,
-    /// Who (at most 128 bytes; default `local`).
+    /// Who (at most 128 bytes; default `local`). In secure mode the authenticated
+    /// caller's name is recorded instead.
     #[serde(default)]
     pub by: Option<String>,
 }
@@ -153,6 +155,7 @@ pub async fn patch_alert(
     State(ctx): State<Arc<ApiContext>>,
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
+    principal: Option<Extension<Principal>>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<AlertDetails>, ApiError> {
     let id = path_alert_id(path)?;
@@ -174,7 +177,12 @@ pub async fn patch_alert(
             "by must be 1 to {MAX_BY} bytes without control characters"
         )));
     }
-    match ctx.alerts.set_status(id, StatusRequest { to, comment: b.comment, by: b.by }).await {
+    // An authenticated caller cannot write somebody else's name into the history.
+    let by = match principal {
+        Some(Extension(p)) if p.auth != AuthKind::Local => Some(p.name),
+        _ => b.by,
+    };
+    match ctx.alerts.set_status(id, StatusRequest { to, comment: b.comment, by }).await {
         Ok(d) => Ok(Json(d)),
         Err(AlertError::NotFound) => Err(unknown_alert(id)),
         Err(AlertError::Transition(m)) => Err(ApiError::new(StatusCode::CONFLICT, "invalid_transition", m)),

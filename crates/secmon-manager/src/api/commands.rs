@@ -1,13 +1,16 @@
 //! `POST /api/agents/{id}/command`: a request/reply to the agent on
-//! `<prefix>.cmd.<id>`, answered with the agent's own reply.
+//! `<prefix>.cmd.<id>`, answered with the agent's own reply. Admins may send any
+//! command; analysts and readonly users only those in their `[security.commands]`
+//! list (403 `forbidden` naming the command). The audit record says which command
+//! and how it ended.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
+use axum::{Extension, Json};
 use secmon_proto::{AgentStatus, CommandReply, CommandRequest, PROTOCOL_VERSION};
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +22,8 @@ use super::agents::{path_id, unknown_agent};
 use super::error::{ApiError, ErrorBody, echo, json_body};
 use super::params::{self, NoParams};
 use crate::metrics::ResultLabel;
+use crate::security::auth::AuditNote;
+use crate::security::{AuthKind, Principal, Role};
 
 /// Longest wait a client may ask for with `timeout_ms`.
 pub const MAX_COMMAND_TIMEOUT_MS: u64 = 60_000;
@@ -80,6 +85,7 @@ fn valid_command_name(name: &str) -> bool {
     responses(
         (status = 200, description = "The agent's reply; `ok` false when it refused or failed", body = CommandReplyDoc),
         (status = 400, description = "Bad parameter or body", body = ErrorBody),
+        (status = 403, description = "The caller's role may not send this command (`forbidden`)", body = ErrorBody),
         (status = 404, description = "Unknown agent", body = ErrorBody),
         (status = 409, description = "Agent is not active (`agent_not_active`)", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
@@ -92,11 +98,20 @@ pub async fn send_command(
     State(ctx): State<Arc<ApiContext>>,
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
+    principal: Option<Extension<Principal>>,
+    audit: Option<Extension<AuditNote>>,
     req: Result<Json<CommandBody>, JsonRejection>,
 ) -> Result<Json<CommandReply>, ApiError> {
+    let audit = audit.map(|e| e.0).unwrap_or_default();
     let count = |result: &str| {
         ctx.metrics.commands.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
     };
+    // The middleware sets the caller on every request; without one, the least role.
+    let caller = principal.map(|e| e.0).unwrap_or_else(|| Principal {
+        name: "unknown".into(),
+        role: Role::Readonly,
+        auth: AuthKind::Session,
+    });
     let checked = (|| {
         let id = path_id(path)?;
         let _: NoParams = params::query(&uri)?;
@@ -124,6 +139,21 @@ pub async fn send_command(
         Ok((id, b.command, args, timeout))
     })();
     let (id, command, args, timeout) = checked.inspect_err(|_| count("invalid"))?;
+    audit.set_detail(format!("command {command}"));
+    // Before the agent lookup, so a refused caller learns nothing about the agent.
+    if !ctx.auth.may_run_command(&caller, &command) {
+        count("forbidden");
+        audit.set_detail(format!("command {command}: not allowed for role {}", caller.role));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "role {} may not send command {} (see [security.commands] in the manager config)",
+                caller.role,
+                echo(&command)
+            ),
+        ));
+    }
 
     // The registry, not storage: its status is the live one.
     let Some(status) = ctx.registry.status(&id) else {
@@ -147,7 +177,7 @@ pub async fn send_command(
         issued_at: chrono::Utc::now(),
     };
     let payload = serde_json::to_vec(&request).expect("a CommandRequest always serializes");
-    tracing::info!(agent = %id, command = %request.command, request_id = %request.id, "sending command");
+    tracing::info!(agent = %id, command = %request.command, request_id = %request.id, by = %caller.name, "sending command");
     let sent = ctx
         .nats
         .send_request(
@@ -181,6 +211,7 @@ pub async fn send_command(
             };
             tracing::warn!(agent = %id, request_id = %request.id, result, "command failed");
             count(result);
+            audit.set_detail(format!("command {}: {code}", request.command));
             return Err(ApiError::new(status, code, message));
         }
     };
@@ -198,11 +229,14 @@ pub async fn send_command(
     match reply {
         Ok(r) => {
             count(if r.ok { "ok" } else { "error" });
+            let outcome = if r.ok { "ok" } else { "refused or failed by the agent" };
+            audit.set_detail(format!("command {}: {outcome}", request.command));
             Ok(Json(r))
         }
         Err(why) => {
             tracing::warn!(agent = %id, request_id = %request.id, reason = %why, "bad command reply");
             count("bad_reply");
+            audit.set_detail(format!("command {}: bad reply", request.command));
             Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "bad_agent_reply",

@@ -42,8 +42,9 @@ pub fn query<T: DeserializeOwned + IntoParams>(uri: &Uri) -> Result<T, ApiError>
     for (key, _) in &pairs {
         if !known.iter().any(|k| k == key) {
             let accepted = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            // The name is the client's: quoted back bounded, like any value.
             return Err(ApiError::bad_parameter(
-                key,
+                &unknown_name(key),
                 format!("unknown query parameter {} (accepted: {accepted})", echo(key)),
             ));
         }
@@ -58,6 +59,14 @@ pub fn query<T: DeserializeOwned + IntoParams>(uri: &Uri) -> Result<T, ApiError>
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::bad_parameter("query", format!("unparseable query string: {e}")))
+}
+
+/// Longest prefix of an unknown parameter name named in a 400 (`parameter` and the
+/// message's head); the message's `echo` gives its length.
+const UNKNOWN_NAME_MAX: usize = 64;
+
+fn unknown_name(key: &str) -> String {
+    key.chars().take(UNKNOWN_NAME_MAX).collect()
 }
 
 fn check_utf8(raw: &str) -> Result<(), ApiError> {
@@ -393,5 +402,307 @@ mod tests {
         assert!(!order(None).unwrap());
         assert!(order(Some("asc")).unwrap());
         assert_eq!(order(Some("up")).unwrap_err().parameter.as_deref(), Some("order"));
+    }
+
+    #[test]
+    fn unknown_names_are_quoted_back_bounded() {
+        let long = format!("/x?{}=1", "k".repeat(10_000));
+        let e = query::<Sample>(&uri(&long)).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(e.message.len() < 400, "{} bytes: {}", e.message.len(), &e.message[..200]);
+        assert!(e.message.ends_with("(10000 bytes) (accepted: limit, status)"), "{}", e.message);
+        assert_eq!(e.parameter.as_deref(), Some("k".repeat(UNKNOWN_NAME_MAX).as_str()));
+        // Control characters in a name are escaped in the message, as in values.
+        let e = query::<Sample>(&uri("/x?a%0D%0ASet-Cookie:%20x=1")).unwrap_err();
+        assert!(!e.message.contains('\r') && !e.message.contains('\n'), "{}", e.message);
+        assert!(e.message.contains(r"a\r\nSet-Cookie: x"), "{}", e.message);
+    }
+
+    mod properties {
+        //! Arbitrary query strings through the same parsing and checks the handlers
+        //! run: a typed value or a 400 naming a parameter, never a panic, and a
+        //! message that quotes at most a bounded prefix of what the client sent.
+        //! `PROPTEST_CASES` overrides the case count.
+
+        use super::*;
+        use crate::store::AlertStatus;
+        use proptest::prelude::*;
+        use proptest::test_runner::TestCaseError;
+        use secmon_proto::{AgentStatus, EventClass, Severity};
+
+        /// Every checked parameter kind, under the names the endpoints use.
+        #[derive(Debug, serde::Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        struct Everything {
+            limit: Option<String>,
+            offset: Option<String>,
+            status: Option<String>,
+            severity: Option<String>,
+            class: Option<String>,
+            since: Option<String>,
+            until: Option<String>,
+            q: Option<String>,
+            name: Option<String>,
+            rule: Option<String>,
+            path: Option<String>,
+            prefix: Option<String>,
+            include_deleted: Option<String>,
+            sort: Option<String>,
+            order: Option<String>,
+            agent: Option<String>,
+        }
+
+        const NAMES: [&str; 16] = [
+            "limit",
+            "offset",
+            "status",
+            "severity",
+            "class",
+            "since",
+            "until",
+            "q",
+            "name",
+            "rule",
+            "path",
+            "prefix",
+            "include_deleted",
+            "sort",
+            "order",
+            "agent",
+        ];
+
+        /// Values a handler accepts, so cases also get past the first check.
+        const PLAUSIBLE: [&str; 16] = [
+            "10",
+            "0",
+            "1000",
+            "active",
+            "high",
+            "file",
+            "open",
+            "15m",
+            "2025-01-31T12:00:00Z",
+            "-last_seen",
+            "asc",
+            "true",
+            "web-01",
+            "%2Fetc%2Fpasswd",
+            "%2Fetc%2F",
+            "",
+        ];
+
+        const HOSTILE: [&str; 14] = [
+            "' OR 1=1 --",
+            "\"; DROP TABLE events; --",
+            "../../etc/passwd",
+            "..\\..\\windows\\win.ini",
+            "secmon.agent.*.>",
+            "a b",
+            "x\r\nSet-Cookie: evil=1",
+            "\u{0}",
+            "\u{202e}gpj.exe",
+            "${jndi:ldap://x}",
+            "<script>alert(1)</script>",
+            "1e999",
+            "-9223372036854775809",
+            "18446744073709551616",
+        ];
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
+            ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        /// Percent-encodes every byte but the unreserved ones.
+        fn enc(s: &str) -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        }
+
+        /// One key or value as it appears in the raw query string.
+        fn piece() -> impl Strategy<Value = String> {
+            let escape = prop_oneof![
+                any::<u8>().prop_map(|b| format!("%{b:02X}")),
+                any::<u8>().prop_map(|b| format!("%{b:02x}")),
+                Just("%".to_owned()),
+                Just("%Z".to_owned()),
+                Just("%0".to_owned()),
+                Just("+".to_owned()),
+                Just("%2e%2e%2f".to_owned()),
+                Just("..%2f".to_owned()),
+                Just("%00".to_owned()),
+                Just("%0d%0a".to_owned()),
+                Just("%C0%AF".to_owned()),
+                Just("%ED%A0%80".to_owned()),
+                "[a-z_]{1,3}",
+            ];
+            prop_oneof![
+                prop::collection::vec(any::<char>(), 0..40).prop_map(|c| enc(&String::from_iter(c))),
+                prop::collection::vec(escape, 0..16).prop_map(|e| e.concat()),
+                prop::sample::select(HOSTILE.to_vec()).prop_map(enc),
+                prop::sample::select(PLAUSIBLE.to_vec()).prop_map(str::to_owned),
+                // Very long: one character many times, with a valid head now and then.
+                (prop::sample::select(PLAUSIBLE.to_vec()), any::<char>(), 0usize..6000)
+                    .prop_map(|(head, c, n)| format!("{head}{}", enc(&c.to_string().repeat(n)))),
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(NAMES.to_vec()).prop_map(str::to_owned),
+                1 => piece(),
+            ]
+        }
+
+        /// A query string: pairs with and without `=`, names repeated now and then,
+        /// empty pairs; cut to what an `http::Uri` can hold.
+        fn query_string() -> impl Strategy<Value = String> {
+            prop::collection::vec((key(), piece(), 0u8..8), 0..6).prop_map(|pairs| {
+                let mut parts: Vec<String> = Vec::new();
+                for (k, v, shape) in pairs {
+                    parts.push(match shape {
+                        0 => k,
+                        1 => String::new(),
+                        2 => format!("{k}={v}={v}"),
+                        3 if !parts.is_empty() => parts[0].clone(),
+                        _ => format!("{k}={v}"),
+                    });
+                }
+                let mut q = String::new();
+                for p in parts {
+                    if q.len() + p.len() > 60_000 {
+                        break;
+                    }
+                    if !q.is_empty() {
+                        q.push('&');
+                    }
+                    q.push_str(&p);
+                }
+                q
+            })
+        }
+
+        /// The typed values, with what the handlers rely on.
+        fn check_typed(p: Everything, now: DateTime<Utc>) -> Result<Vec<ApiError>, TestCaseError> {
+            let mut errors = Vec::new();
+            match paging(p.offset.as_deref(), p.limit.as_deref()) {
+                Ok((offset, limit)) => prop_assert!(offset <= MAX_OFFSET && limit <= MAX_LIMIT),
+                Err(e) => errors.push(e),
+            }
+            errors.extend(choice::<AgentStatus>("status", p.status.as_deref()).err());
+            errors.extend(choice::<AlertStatus>("status", p.status.as_deref()).err());
+            errors.extend(choice::<Severity>("severity", p.severity.as_deref()).err());
+            errors.extend(choice::<EventClass>("class", p.class.as_deref()).err());
+            let since = time("since", p.since.as_deref(), now).map_err(|e| errors.push(e)).ok().flatten();
+            let until = time("until", p.until.as_deref(), now).map_err(|e| errors.push(e)).ok().flatten();
+            match time_range(since, until) {
+                Ok(()) => {
+                    if let (Some(s), Some(u)) = (since, until) {
+                        prop_assert!(s < u);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+            for (name, v) in [("q", p.q), ("name", p.name), ("rule", p.rule)] {
+                match text(name, v) {
+                    Ok(Some(t)) => {
+                        prop_assert!(!t.is_empty() && t.len() <= MAX_TEXT && !t.chars().any(char::is_control))
+                    }
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+            for (name, v) in [("path", p.path), ("prefix", p.prefix)] {
+                match file_path(name, v) {
+                    Ok(Some(f)) => {
+                        prop_assert!(!f.is_empty() && f.len() <= MAX_PATH_BYTES && !f.contains('\0'))
+                    }
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+            errors.extend(flag("include_deleted", p.include_deleted.as_deref()).err());
+            errors.extend(agent_sort(p.sort.as_deref()).err());
+            errors.extend(order(p.order.as_deref()).err());
+            match opt_agent_id("agent", p.agent.as_deref()) {
+                // What may go into a NATS subject: no `.`, `*`, `>` or space.
+                Ok(Some(id)) => prop_assert!(
+                    id.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                ),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+            Ok(errors)
+        }
+
+        /// A 400 that names a parameter and quotes at most a bounded, escaped prefix
+        /// of the input.
+        fn check_error(e: &ApiError, inputs: &[String]) -> Result<(), TestCaseError> {
+            prop_assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            prop_assert_eq!(e.code, "bad_parameter");
+            prop_assert!(e.message.starts_with("invalid parameter "), "{}", e.message);
+            // At most two quotes (an unknown name: as `parameter` and echoed) of 64
+            // characters, each at most a 10-byte escape, plus the text: whatever the
+            // input's length.
+            prop_assert!(e.message.len() <= 2048, "{} bytes of message", e.message.len());
+            prop_assert!(
+                !e.message.chars().any(char::is_control),
+                "raw control character in {:?}",
+                e.message
+            );
+            let parameter = e.parameter.as_deref().unwrap_or_default();
+            prop_assert!(parameter.chars().count() <= UNKNOWN_NAME_MAX, "parameter {:?}", parameter);
+            for input in inputs {
+                let head: String = input.chars().take(UNKNOWN_NAME_MAX + 1).collect();
+                // Only where quoting leaves the text as it is (escapes lengthen it).
+                if head.chars().count() > UNKNOWN_NAME_MAX && format!("{head:?}") == format!("\"{head}\"") {
+                    prop_assert!(!e.message.contains(&head), "message quotes more than a prefix");
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_query_strings_give_a_value_or_a_bounded_400(q in query_string()) {
+                let now = chrono::Utc.with_ymd_and_hms(2025, 1, 31, 12, 0, 0).unwrap();
+                let u: Uri = format!("/x?{q}").parse().map_err(|e| TestCaseError::fail(format!("{e}: {q}")))?;
+                let inputs: Vec<String> = Query::<Vec<(String, String)>>::try_from_uri(&u)
+                    .map(|p| p.0.into_iter().flat_map(|(k, v)| [k, v]).collect())
+                    .unwrap_or_default();
+                match query::<Everything>(&u) {
+                    Ok(p) => {
+                        for e in check_typed(p, now)? {
+                            check_error(&e, &inputs)?;
+                        }
+                    }
+                    Err(e) => check_error(&e, &inputs)?,
+                }
+            }
+
+            /// Path segments go through `agent_id`: only the id alphabet passes.
+            #[test]
+            fn agent_ids_accept_only_the_id_alphabet(id in prop_oneof![
+                "[A-Za-z0-9_-]{1,64}",
+                prop::collection::vec(any::<char>(), 0..100).prop_map(String::from_iter),
+            ]) {
+                match agent_id("id", &id) {
+                    Ok(a) => {
+                        prop_assert_eq!(a.as_str(), id.as_str());
+                        prop_assert!(!id.is_empty() && id.len() <= 64);
+                        prop_assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                    }
+                    Err(e) => check_error(&e, std::slice::from_ref(&id))?,
+                }
+            }
+        }
     }
 }
