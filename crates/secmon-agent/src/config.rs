@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub log_monitor: LogMonitorSection,
     /// `[commands]`: admin-configured scripts the `run-script` command may run.
     pub commands: CommandsSection,
+    /// `[enrollment]`: enroll with the manager on first start (when not enrolled yet).
+    pub enrollment: EnrollmentSection,
     /// `[[watches]]`: the files and trees under file integrity monitoring. Kept last
     /// (with `logs`): an array of tables must follow the plain tables in TOML.
     pub watches: Vec<WatchConfig>,
@@ -39,6 +41,68 @@ pub struct AgentConfig {
     /// (commented out). Left out of the serialized form while empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogSource>,
+}
+
+/// `[enrollment]` section: with `manager` and `token` set and no creds file yet, the
+/// agent enrolls (as `secmon-agent enroll` does) before it connects.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentSection {
+    /// The manager's API, `https://HOST:PORT`.
+    pub manager: String,
+    /// Enrollment token (`SE1.<ca fingerprint>.<secret>`); removed from the file once used.
+    pub token: String,
+    /// SHA-256 fingerprint of the manager's CA; optional, the token carries it.
+    pub ca_fingerprint: String,
+}
+
+impl EnrollmentSection {
+    /// Both `manager` and `token` are set.
+    pub fn is_configured(&self) -> bool {
+        !self.manager.trim().is_empty() && !self.token.trim().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let (manager, token) = (self.manager.trim(), self.token.trim());
+        // A manager without a token is what enrollment leaves behind (it removes the used token).
+        if manager.is_empty() && !token.is_empty() {
+            return Err(ConfigError::invalid("enrollment.manager", "must be set with enrollment.token"));
+        }
+        if !manager.is_empty() {
+            crate::enroll::check_manager_url(manager)
+                .map_err(|e| ConfigError::invalid("enrollment.manager", e.to_string()))?;
+        }
+        let from_token = if token.is_empty() {
+            None
+        } else {
+            // The error never quotes the token.
+            let t = crate::enroll::EnrollToken::parse(token)
+                .map_err(|e| ConfigError::invalid("enrollment.token", e.to_string()))?;
+            Some(t.fingerprint().to_owned())
+        };
+        if !self.ca_fingerprint.trim().is_empty() {
+            let fp = crate::enroll::normalize_fingerprint(&self.ca_fingerprint)
+                .map_err(|e| ConfigError::invalid("enrollment.ca_fingerprint", e.to_string()))?;
+            if from_token.is_some_and(|t| t != fp) {
+                return Err(ConfigError::invalid(
+                    "enrollment.ca_fingerprint",
+                    "differs from the CA fingerprint the token carries",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for EnrollmentSection {
+    // Hand-written so the token never prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentSection")
+            .field("manager", &self.manager)
+            .field("token", &if self.token.is_empty() { "" } else { "<redacted>" })
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .finish()
+    }
 }
 
 /// `[commands]` section.
@@ -354,7 +418,8 @@ impl Validate for AgentConfig {
         }
         secmon_fim::config::validate(&self.watches, &self.fim)?;
         self.validate_logs()?;
-        self.validate_commands()
+        self.validate_commands()?;
+        self.enrollment.validate()
     }
 }
 

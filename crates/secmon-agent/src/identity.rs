@@ -1,5 +1,8 @@
 //! The agent's identity, created once in the state dir and kept for its whole life,
 //! and the lock that stops two agents from sharing one state dir.
+//!
+//! An enrolled agent's identity is written by enrollment with the id the manager
+//! assigned (its NATS permissions name that id); it is never replaced by a random one.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -16,6 +19,18 @@ use serde::{Deserialize, Serialize};
 pub struct Identity {
     pub agent_id: AgentId,
     pub created_at: DateTime<Utc>,
+    /// Set by enrollment: the id above is the manager's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled: Option<EnrolledWith>,
+}
+
+/// Where and with which key this agent enrolled (public values only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrolledWith {
+    /// The manager's API URL.
+    pub manager: String,
+    /// The agent's NKey public key (`U...`).
+    pub public_key: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +45,18 @@ pub enum IdentityError {
     Damaged { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("another secmon-agent is running with state dir {0}")]
+    #[error("another secmon-agent is running with state dir {0}; stop it first")]
     Locked(PathBuf),
+    /// The creds name an agent id that only `identity.json` recorded.
+    #[error(
+        "{path} is missing but this agent is enrolled ({creds} exists); restore it, or enroll again \
+         with `secmon-agent enroll --force`"
+    )]
+    EnrolledWithoutIdentity { path: PathBuf, creds: PathBuf },
 }
 
-const IDENTITY_FILE: &str = "identity.json";
+/// The identity file in the state dir.
+pub const IDENTITY_FILE: &str = "identity.json";
 const LOCK_FILE: &str = "lock";
 
 /// Creates `dir` (mode 0700) when missing. An existing dir keeps its mode, but a
@@ -53,19 +75,39 @@ impl Identity {
     /// Loads `identity.json` from `state_dir`, creating it (and the dir) on first start.
     pub fn load_or_create(state_dir: &Path) -> Result<Identity, IdentityError> {
         ensure_state_dir(state_dir)?;
+        if let Some(id) = Identity::load(state_dir)? {
+            return Ok(id);
+        }
+        let creds = crate::enroll::creds_path(state_dir);
+        if creds.exists() {
+            return Err(IdentityError::EnrolledWithoutIdentity {
+                path: state_dir.join(IDENTITY_FILE),
+                creds,
+            });
+        }
+        let id = Identity { agent_id: AgentId::generate(), created_at: Utc::now(), enrolled: None };
+        id.store(state_dir)?;
+        tracing::info!(agent_id = %id.agent_id, "created a new agent identity");
+        Ok(id)
+    }
+
+    /// Reads `identity.json` from `state_dir`; None when there is none.
+    pub fn load(state_dir: &Path) -> Result<Option<Identity>, IdentityError> {
         let path = state_dir.join(IDENTITY_FILE);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
                 .map_err(|e| IdentityError::Damaged { path: path.clone(), reason: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = Identity { agent_id: AgentId::generate(), created_at: Utc::now() };
-                write_atomically(&path, &serde_json::to_vec_pretty(&id).expect("identity serializes"))
-                    .map_err(|source| IdentityError::Write { path: path.clone(), source })?;
-                tracing::info!(agent_id = %id.agent_id, "created a new agent identity");
-                Ok(id)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(IdentityError::Read { path, source }),
         }
+    }
+
+    /// Writes `identity.json` into `state_dir` (atomically, mode 0600).
+    pub fn store(&self, state_dir: &Path) -> Result<(), IdentityError> {
+        let path = state_dir.join(IDENTITY_FILE);
+        write_atomically(&path, &serde_json::to_vec_pretty(self).expect("identity serializes"))
+            .map_err(|source| IdentityError::Write { path, source })
     }
 }
 
@@ -126,6 +168,31 @@ mod tests {
         fs::write(tmp.path().join(IDENTITY_FILE), b"{not json").unwrap();
         let e = Identity::load_or_create(tmp.path()).unwrap_err();
         assert!(matches!(e, IdentityError::Damaged { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_enrolled_identity_is_kept_and_never_replaced_by_a_random_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let enrolled = Identity {
+            agent_id: AgentId::new("ag-from-manager").unwrap(),
+            created_at: Utc::now(),
+            enrolled: Some(EnrolledWith { manager: "https://m:8443".into(), public_key: "UABC".into() }),
+        };
+        enrolled.store(tmp.path()).unwrap();
+        assert_eq!(Identity::load_or_create(tmp.path()).unwrap(), enrolled);
+        // Creds without the identity: refuse rather than mint an id the creds do not allow.
+        fs::remove_file(tmp.path().join(IDENTITY_FILE)).unwrap();
+        fs::write(tmp.path().join(crate::enroll::CREDS_FILE), b"creds").unwrap();
+        let e = Identity::load_or_create(tmp.path()).unwrap_err();
+        assert!(matches!(e, IdentityError::EnrolledWithoutIdentity { .. }), "{e}");
+        assert!(e.to_string().contains("--force"), "{e}");
+        // An identity from before enrollment existed still loads (no `enrolled`).
+        fs::write(
+            tmp.path().join(IDENTITY_FILE),
+            br#"{"agent_id":"old","created_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(Identity::load_or_create(tmp.path()).unwrap().enrolled, None);
     }
 
     #[test]

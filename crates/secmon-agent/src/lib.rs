@@ -2,7 +2,8 @@
 //! whose [`Emitter`] is the one entry every sensor uses.
 //!
 //! Data path: `Emitter::emit` → bounded channel → spool writer (assigns the sequence
-//! number, appends to the on-disk spool, hands the event to the local socket) →
+//! number, signs the envelope with the NKey of `[nats] credentials_file` when there is
+//! one, appends to the on-disk spool, hands the event to the local socket) →
 //! publisher (JetStream, in order, message id = event id). Control path: registration
 //! on every (re)connect, heartbeats, commands on `<prefix>.cmd.<id>`, shutdown notice.
 //!
@@ -18,6 +19,7 @@
 pub mod commands;
 pub mod config;
 pub mod default_config;
+pub mod enroll;
 mod fim_sensor;
 pub mod flat;
 pub mod host_facts;
@@ -75,6 +77,19 @@ pub enum AgentError {
     Spool(#[from] spool::SpoolError),
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
+    /// The creds file holds the key events are signed with; the message never has the seed.
+    #[error("nats.credentials_file {path}: {reason}")]
+    Credentials { path: PathBuf, reason: String },
+}
+
+/// The NKey of `[nats] credentials_file`, which signs every event; None (events go
+/// unsigned, as the local mode accepts) without a creds file.
+fn signing_key(config: &AgentConfig) -> Result<Option<nkeys::KeyPair>, AgentError> {
+    let Some(path) = &config.nats.credentials_file else { return Ok(None) };
+    let err = |reason: String| AgentError::Credentials { path: path.clone(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let (_jwt, key) = secmon_nats::parse_creds(&text).map_err(err)?;
+    Ok(Some(key))
 }
 
 /// Why a reload was refused; the running config is kept.
@@ -244,7 +259,8 @@ impl Agent {
             move || -> Result<_, AgentError> {
                 let identity = Identity::load_or_create(&state_dir)?;
                 let lock = identity::StateLock::acquire(&state_dir)?;
-                let spool = spool::Spool::open(
+                let signer = signing_key(&config)?;
+                let mut spool = spool::Spool::open(
                     &state_dir.join("spool"),
                     identity.agent_id.clone(),
                     spool::SpoolOptions {
@@ -252,6 +268,23 @@ impl Agent {
                         segment_bytes: config.spool.segment_bytes,
                     },
                 )?;
+                if let (Some(key), Some(e)) = (&signer, &identity.enrolled)
+                    && key.public_key() != e.public_key
+                {
+                    tracing::error!(
+                        creds_key = %key.public_key(),
+                        enrolled_key = %e.public_key,
+                        "nats.credentials_file holds another key than the one this agent enrolled with; \
+                         the manager will reject its events (enroll again with --force)"
+                    );
+                }
+                match signer {
+                    Some(key) => {
+                        tracing::info!(public_key = %key.public_key(), "events are signed with the key of nats.credentials_file");
+                        spool.set_signer(key);
+                    }
+                    None => tracing::warn!("no nats.credentials_file: events are not signed (local mode); a manager that requires signatures rejects them"),
+                }
                 Ok((identity, lock, spool))
             }
         })

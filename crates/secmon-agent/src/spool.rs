@@ -9,7 +9,9 @@
 //! Layout of `<state_dir>/spool/`:
 //! - `NNNNNNNNNNNNNNNNNNNN.seg`: append-only segment files, oldest id first. A record
 //!   is `len: u32 LE | crc32(body): u32 LE | body`, body = `seq: u64 LE | event id:
-//!   16 bytes | class: u8 | envelope JSON`.
+//!   16 bytes | class: u8 | envelope JSON`. With a signing key (the agent's NKey,
+//!   from its creds file) the JSON already carries its `sig`: what is published, also
+//!   after a crash or an outage, is byte for byte what was signed and stored.
 //! - `cursor`: position of the first record not yet acknowledged by JetStream
 //!   (`segment: u64 | offset: u64 | crc32`), rewritten by rename at most every 100 ms
 //!   while acknowledgements flow, and when they pause.
@@ -183,6 +185,21 @@ pub struct Spool {
     tap: TapSlot,
     /// Local-only mode: written records count as acknowledged (nothing publishes them).
     auto_ack: bool,
+    /// Signs every envelope before it is written, so a replayed spool is byte-identical.
+    signer: SignerSlot,
+}
+
+/// The agent's NKey (from its creds file); Debug never shows the key.
+#[derive(Default)]
+struct SignerSlot(Option<nkeys::KeyPair>);
+
+impl std::fmt::Debug for SignerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(k) => write!(f, "Some({})", k.public_key()),
+            None => f.write_str("None"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -275,6 +292,7 @@ impl Spool {
             cursor_persisted_at: Instant::now(),
             tap: TapSlot::default(),
             auto_ack: false,
+            signer: SignerSlot::default(),
         };
         tracing::debug!(dir = %dir.display(), depth, disk_bytes, last_seq, "spool opened");
         Ok(spool)
@@ -356,6 +374,12 @@ impl Spool {
             draft.payload,
         );
         env.time = draft.time;
+        if let Some(key) = &self.signer.0
+            && let Err(e) = secmon_proto::signing::sign_envelope(&mut env, key)
+        {
+            tracing::error!(error = %e, "cannot sign the event; dropped");
+            return Err(LossReason::SpoolError);
+        }
         let json = serde_json::to_vec(&env).expect("envelope serializes");
         if json.len() > MAX_EVENT_BYTES {
             tracing::warn!(bytes = json.len(), max = MAX_EVENT_BYTES, class = %env.class, activity = %env.activity, "event too large; dropped");
@@ -553,6 +577,11 @@ impl Spool {
     /// burst is.
     pub fn set_auto_ack(&mut self, on: bool) {
         self.auto_ack = on;
+    }
+
+    /// Signs every event written from now on with `key` (the agent's NKey).
+    pub fn set_signer(&mut self, key: nkeys::KeyPair) {
+        self.signer = SignerSlot(Some(key));
     }
 
     /// Installs the [`Tap`] that sees every stored event.
