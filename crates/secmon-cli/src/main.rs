@@ -2,13 +2,16 @@
 
 use clap::{Parser, Subcommand};
 
+mod admin_cmds;
 mod alerts_cmd;
 mod api_client;
 mod bench;
 mod child_proc;
+mod credentials;
 mod files;
 mod fleet;
 mod http;
+mod login;
 mod nats_child;
 mod output;
 mod rules;
@@ -17,8 +20,12 @@ mod up;
 /// Options every API-facing subcommand shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Manager API base URL.
-    #[arg(long, global = true, env = "SECMON_API", default_value = "http://127.0.0.1:8080")]
+    /// Manager API base URL [default: the API of the stored login (`secmon login`),
+    /// else http://127.0.0.1:8080].
+    #[arg(long = "api", global = true, env = "SECMON_API", value_name = "URL")]
+    api_flag: Option<String>,
+    /// The API base URL in use: `--api`, else the stored login's, else the local default.
+    #[arg(skip)]
     pub api: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -54,10 +61,40 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Sigma rules: check that rule directories load, and run their test cases.
     Rules(rules::RulesArgs),
+    /// Log in to a secure-mode manager and store the session for the other commands.
+    Login(login::LoginArgs),
+    /// End the stored session and forget it.
+    Logout,
+    /// Users of the API (admin).
+    Users(admin_cmds::UsersArgs),
+    /// API tokens for scripts (admin).
+    Tokens(admin_cmds::TokensArgs),
+    /// Enrollment tokens for new agents (admin).
+    EnrollToken(admin_cmds::EnrollTokenArgs),
+    /// Print a complete agent config with a fresh enrollment token (admin): > agent.toml
+    AgentConfig(admin_cmds::AgentConfigArgs),
+    /// The audit log of state-changing requests and commands (admin).
+    Audit(admin_cmds::AuditArgs),
+}
+
+/// Without `--api`/SECMON_API the stored login's API is used, so `secmon login --api
+/// URL` once is enough.
+const LOCAL_API: &str = "http://127.0.0.1:8080";
+
+fn resolve_api(flag: Option<String>) -> String {
+    if let Some(a) = flag.filter(|a| !a.trim().is_empty()) {
+        return a;
+    }
+    credentials::default_path()
+        .ok()
+        .and_then(|p| credentials::load(&p).ok().flatten())
+        .map(|c| c.api)
+        .unwrap_or_else(|| LOCAL_API.to_owned())
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.global.api = resolve_api(cli.global.api_flag.take());
     let result = match cli.cmd {
         Cmd::Agents(a) => fleet::agents(a, &cli.global),
         Cmd::Agent(a) => fleet::agent(a, &cli.global),
@@ -68,6 +105,13 @@ fn main() -> std::process::ExitCode {
         Cmd::Up(a) => up::run(a),
         Cmd::Bench(a) => bench::run(a, &cli.global),
         Cmd::Rules(a) => rules::run(a, &cli.global),
+        Cmd::Login(a) => login::login(a, &cli.global),
+        Cmd::Logout => login::logout(),
+        Cmd::Users(a) => admin_cmds::users(a, &cli.global),
+        Cmd::Tokens(a) => admin_cmds::tokens(a, &cli.global),
+        Cmd::EnrollToken(a) => admin_cmds::enroll_token(a, &cli.global),
+        Cmd::AgentConfig(a) => admin_cmds::agent_config(a, &cli.global),
+        Cmd::Audit(a) => admin_cmds::audit(a, &cli.global),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -185,38 +185,52 @@ impl NatsChild {
             .arg(port.to_string())
             .arg("-l")
             .arg(&log);
-        // SIGTERM on parent death: nats-server then flushes JetStream cleanly.
-        let mut proc = ChildProc::spawn("nats", cmd, Output::Discard, Signal::SIGTERM)
-            .with_context(|| format!("cannot start {}", bin.display()))?;
         let addr = NatsAddr { host: ip.to_string(), port };
         let url = format!("nats://{addr}");
-        let deadline = Instant::now() + ready_timeout;
-        loop {
-            if let Some(st) = proc.try_exit() {
-                bail!(
-                    "nats-server exited ({}) before it was ready; last lines of {}:\n{}",
-                    crate::child_proc::describe(st),
-                    log.display(),
-                    tail(&log, 10)
-                );
-            }
-            let a = addr.clone();
-            let p = tokio::task::spawn_blocking(move || probe(&a, Duration::from_millis(500))).await?;
-            match p {
-                Probe::Nats(info) if info.jetstream => break,
-                Probe::Nats(_) | Probe::NotNats(_) | Probe::Unreachable(_) => {}
-            }
-            if Instant::now() > deadline {
-                proc.kill().await;
-                bail!(
-                    "nats-server not ready at {url} after {ready_timeout:?}; last lines of {}:\n{}",
-                    log.display(),
-                    tail(&log, 10)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let proc = spawn_until_ready(&bin, cmd, &addr, &log, ready_timeout, true).await?;
         Ok(Self { proc, url })
+    }
+}
+
+/// Spawns the `nats-server` command `cmd` (its log at `log`) and waits up to
+/// `ready_timeout` until it greets at `addr`, with JetStream on when `jetstream`. The
+/// child gets SIGTERM on parent death, so it flushes JetStream cleanly.
+pub async fn spawn_until_ready(
+    bin: &Path,
+    cmd: Command,
+    addr: &NatsAddr,
+    log: &Path,
+    ready_timeout: Duration,
+    jetstream: bool,
+) -> anyhow::Result<ChildProc> {
+    let mut proc = ChildProc::spawn("nats", cmd, Output::Discard, Signal::SIGTERM)
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let deadline = Instant::now() + ready_timeout;
+    loop {
+        if let Some(st) = proc.try_exit() {
+            bail!(
+                "nats-server exited ({}) before it was ready; last lines of {}:\n{}",
+                crate::child_proc::describe(st),
+                log.display(),
+                tail(log, 10)
+            );
+        }
+        let a = addr.clone();
+        let p = tokio::task::spawn_blocking(move || probe(&a, Duration::from_millis(500))).await?;
+        if let Probe::Nats(info) = p
+            && (info.jetstream || !jetstream)
+        {
+            return Ok(proc);
+        }
+        if Instant::now() > deadline {
+            proc.kill().await;
+            bail!(
+                "nats-server not ready at {addr} after {ready_timeout:?}; last lines of {}:\n{}",
+                log.display(),
+                tail(log, 10)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

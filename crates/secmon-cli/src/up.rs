@@ -10,6 +10,7 @@
 //! error.
 
 mod configs;
+mod secure;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,17 @@ pub struct UpArgs {
     /// root, like scripts/up does); else no rules and no detection alerts].
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
+    /// Secure mode: `secmon-manager init` (CA, certificates, NATS operator identities,
+    /// first admin; once per data dir), our own nats-server in operator mode with TLS,
+    /// the API over HTTPS with logins, and the agent enrolled with its own NATS identity
+    /// and signing key. The first run prints the admin password once and logs the CLI in.
+    #[arg(long)]
+    pub secure: bool,
+    /// With --secure, on the first run: mutual TLS for NATS (`secmon-manager init
+    /// --mutual-tls`): nats-server requires a client certificate from the CA, the
+    /// manager uses the one init issues and the agent gets its own at enrollment.
+    #[arg(long, requires = "secure")]
+    pub mutual_tls: bool,
 }
 
 /// How many ports after the default one are tried, in order, for our own
@@ -75,7 +87,7 @@ const AGENT_ACTIVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Config keys `secmon up` sets in the files it writes; removed from the children's
 /// environment so that the files (which our flags, and these variables, shaped) win.
-const OVERRIDDEN_ENV: [&str; 9] = [
+const OVERRIDDEN_ENV: [&str; 18] = [
     "SECMON_NATS_URL",
     "SECMON_API_LISTEN",
     "SECMON_STORAGE_DATA_DIR",
@@ -85,6 +97,15 @@ const OVERRIDDEN_ENV: [&str; 9] = [
     "SECMON_AGENT_HEARTBEAT_INTERVAL",
     "SECMON_LOG_LEVEL",
     "SECMON_RULES_DIRS",
+    "SECMON_NATS_CREDENTIALS_FILE",
+    "SECMON_NATS_TLS_CA",
+    "SECMON_SECURITY_ENABLED",
+    "SECMON_SECURITY_PUBLIC_API_URL",
+    "SECMON_SECURITY_AGENT_NATS_URL",
+    "SECMON_API_TLS_CERT",
+    "SECMON_API_TLS_KEY",
+    "SECMON_NATS_TLS_CERT",
+    "SECMON_NATS_TLS_KEY",
 ];
 
 /// Where the rule pack is found without `--rules`, relative to the current directory.
@@ -113,6 +134,8 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
         heartbeat_timeout: a.heartbeat_timeout,
         log_level: a.log_level,
         rules_dir,
+        secure: a.secure,
+        mutual_tls: a.mutual_tls,
     };
     let bins = Binaries::next_to_current_exe()?;
     prepare_data_dir(&settings.data_dir)?;
@@ -300,6 +323,9 @@ async fn supervise(st: &StackSettings, bins: &Binaries) -> anyhow::Result<()> {
 }
 
 async fn start(stack: &mut Stack, st: &StackSettings, bins: &Binaries) -> anyhow::Result<()> {
+    if st.secure {
+        return secure::start(stack, st, bins).await;
+    }
     let pids = pids_path(&st.data_dir);
     let addr = NatsAddr::parse(&st.nats_url)?;
     let nats_url = ensure_nats(stack, st, &addr).await?;

@@ -29,6 +29,15 @@ fn bench_ingest_stores_every_event_exactly_once() {
 }
 
 #[test]
+fn bench_signed_ingest_through_a_secure_manager_stores_every_event_and_rejects_none() {
+    let r = bench(&["ingest", "--agents", "8", "--events", "4000", "--batch", "100", "--signed"]);
+    assert_eq!(r["signed"], true, "{r:#}");
+    assert_eq!(r["stored"], 4000, "{r:#}");
+    assert_eq!(r["rejected"], 0, "a genuine signed event was rejected: {r:#}");
+    assert_eq!((r["lost"].as_u64(), r["extra"].as_u64(), r["ok"].as_bool()), (Some(0), Some(0), Some(true)));
+}
+
+#[test]
 fn bench_command_round_trips_all_come_back() {
     let r = bench(&["command", "--agents", "3", "--count", "60", "--concurrency", "4"]);
     assert_eq!(r["sequential"]["count"], 60, "{r:#}");

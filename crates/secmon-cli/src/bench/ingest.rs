@@ -48,6 +48,11 @@ pub struct IngestArgs {
     /// file changes, connections) instead of FIM modifications.
     #[arg(long)]
     pub mixed: bool,
+    /// Secure mode: the manager runs with `[security] enabled` and
+    /// `require_signatures` (material from `secmon-manager init`, HTTPS API), each
+    /// simulated agent enrolls with its own NKey and signs every event.
+    #[arg(long)]
+    pub signed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,6 +61,10 @@ pub struct IngestReport {
     pub agents: usize,
     pub events: u64,
     pub batch: Option<usize>,
+    /// Events signed by enrolled agents and verified by the manager (`--signed`).
+    pub signed: bool,
+    /// `--signed`: how long the bench took to sign all events, before the clock.
+    pub sign_secs: f64,
     pub avg_event_bytes: u64,
     pub publish_secs: f64,
     pub publish_events_per_sec: f64,
@@ -101,13 +110,14 @@ pub async fn run(a: IngestArgs, json_out: bool) -> anyhow::Result<()> {
         dir: a.dir.clone(),
         rules_dirs: a.rules.clone(),
     };
-    let h = Harness::start(&opts).await?;
+    let h = if a.signed { Harness::start_secure(&opts).await? } else { Harness::start(&opts).await? };
     let a_rules_empty = a.rules.is_empty();
     if !json_out {
         eprintln!(
-            "bench ingest: {} agents, {} events, manager batch {}, data in {}",
+            "bench ingest: {} agents, {} events{}, manager batch {}, data in {}",
             a.agents,
             a.events,
+            if a.signed { " signed (secure mode)" } else { "" },
             a.batch.map_or("default".into(), |b| b.to_string()),
             h.dir().display()
         );
@@ -119,12 +129,16 @@ pub async fn run(a: IngestArgs, json_out: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "ingest: {} agents, {} events of {} B on average, manager batch {}",
+            "ingest: {} agents, {} {}events of {} B on average, manager batch {}",
             r.agents,
             r.events,
+            if r.signed { "signed " } else { "" },
             r.avg_event_bytes,
             r.batch.map_or("default".into(), |b| b.to_string())
         );
+        if r.signed {
+            println!("  signed before the clock    {:>9} events in {:>7.2} s", r.events, r.sign_secs);
+        }
         println!(
             "  publish (JetStream acks)  {:>9} events in {:>7.2} s = {:>9} events/s",
             r.events,
@@ -164,10 +178,10 @@ pub async fn run(a: IngestArgs, json_out: bool) -> anyhow::Result<()> {
             r.cpu_secs_nats,
             thousands(r.events_per_cpu_sec)
         );
-        println!("  {}", if r.ok { "OK" } else { "FAILED: events lost or duplicated" });
+        println!("  {}", if r.ok { "OK" } else { "FAILED: events lost, duplicated or rejected" });
     }
     if !r.ok {
-        bail!("ingest bench: stored {} events, published {}", r.stored, r.events);
+        bail!("ingest bench: stored {} events, published {}, rejected {}", r.stored, r.events, r.rejected);
     }
     Ok(())
 }
@@ -177,7 +191,10 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
     for _ in 0..a.connections.min(a.agents) {
         conns.push(h.connect().await?);
     }
-    let agents = sim::fleet(a.agents);
+    let mut agents = sim::fleet(a.agents);
+    if a.signed {
+        agents = h.enroll(agents).await.context("enrolling the simulated agents")?;
+    }
     sim::register_all(&conns[0], &h.subjects, &agents, Duration::from_secs(5)).await?;
     let alive = std::sync::Arc::new(agents.iter().map(|_| true.into()).collect::<Vec<_>>());
     let heartbeats = sim::spawn_heartbeats(
@@ -195,15 +212,40 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
     let per_agent = a.events / a.agents as u64;
     let extra = a.events % a.agents as u64;
 
+    // Signed: every event is signed before the clock starts, as real agents sign on
+    // their own hosts; the clock then measures what the manager does with them.
+    let counts: Vec<u64> = (0..a.agents).map(|i| per_agent + u64::from((i as u64) < extra)).collect();
+    let t_sign = Instant::now();
+    let mut presigned = Vec::with_capacity(a.agents);
+    if a.signed {
+        let tasks: Vec<_> = agents
+            .iter()
+            .zip(&counts)
+            .map(|(agent, &count)| {
+                let (agent, subjects, mixed) = (agent.clone(), h.subjects.clone(), a.mixed);
+                tokio::task::spawn_blocking(move || {
+                    (1..=count)
+                        .map(|seq| build(&agent, &subjects, seq, mixed))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        for t in tasks {
+            presigned.push(Some(t.await.context("signing task")??));
+        }
+    } else {
+        presigned.resize_with(a.agents, || None);
+    }
+    let sign_elapsed = t_sign.elapsed();
+
     let nats_pid = h.nats_pid().to_string();
     let cpu0 = (cpu_secs("self").unwrap_or(0.0), cpu_secs(&nats_pid).unwrap_or(0.0));
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(a.agents);
-    for (i, agent) in agents.into_iter().enumerate() {
-        let count = per_agent + u64::from((i as u64) < extra);
+    for (i, (agent, events)) in agents.into_iter().zip(presigned).enumerate() {
         let js = jetstream::new(conns[i % conns.len()].clone());
         let subjects = h.subjects.clone();
-        tasks.push(tokio::spawn(publish_agent(js, subjects, agent, count, window, a.mixed)));
+        tasks.push(tokio::spawn(publish_agent(js, subjects, agent, counts[i], window, a.mixed, events)));
     }
     let (mut bytes, mut retries) = (0u64, 0u64);
     for t in tasks {
@@ -246,15 +288,30 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
     // Anything still in flight would show up now as an extra event.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stored = h.manager.store().count_events().await.context("counting stored events")?;
-    let rejected: u64 = ["malformed", "oversize", "version", "subject_mismatch", "removed_agent", "replay"]
-        .iter()
-        .map(|r| metrics.rejected(r))
-        .sum();
+    let rejected: u64 = [
+        "malformed",
+        "oversize",
+        "version",
+        "subject_mismatch",
+        "removed_agent",
+        "replay",
+        // The signature check of secure mode.
+        "unsigned",
+        "forged",
+        "bad_signature",
+        "unknown_agent",
+        "bad_key",
+    ]
+    .iter()
+    .map(|r| metrics.rejected(r))
+    .sum();
     Ok(IngestReport {
         bench: "ingest",
         agents: a.agents,
         events: a.events,
         batch: a.batch,
+        signed: a.signed,
+        sign_secs: sign_elapsed.as_secs_f64(),
         avg_event_bytes: bytes / a.events,
         publish_secs: publish_elapsed.as_secs_f64(),
         publish_events_per_sec: rate(a.events, publish_elapsed),
@@ -275,12 +332,28 @@ async fn measure(h: &Harness, a: &IngestArgs) -> anyhow::Result<IngestReport> {
         cpu_secs_manager_and_agents: cpu.0,
         cpu_secs_nats: cpu.1,
         events_per_cpu_sec: rate(stored.min(a.events), Duration::from_secs_f64(cpu.0 + cpu.1)),
-        ok: stored == a.events,
+        ok: stored == a.events && rejected == 0,
     })
 }
 
-/// One agent's publisher: `count` events with sequence numbers 1..=count, at most
-/// `window` awaiting their ack. Returns (bytes published, retries).
+/// One event of `agent` as published: (subject, event id, body), signed when the
+/// agent has a key.
+fn build(
+    agent: &SimAgent,
+    subjects: &secmon_proto::Subjects,
+    seq: u64,
+    mixed: bool,
+) -> anyhow::Result<(String, String, Bytes)> {
+    let mut env = if mixed { super::rules::corpus_event(&agent.id, seq) } else { sample_event(agent, seq) };
+    if let Some(key) = &agent.key {
+        key.sign(&mut env)?;
+    }
+    Ok((subjects.event(&agent.id, env.class), env.id.to_string(), serde_json::to_vec(&env)?.into()))
+}
+
+/// One agent's publisher: `count` events with sequence numbers 1..=count (built
+/// here, or `prebuilt`), at most `window` awaiting their ack. Returns (bytes
+/// published, retries).
 async fn publish_agent(
     js: jetstream::Context,
     subjects: secmon_proto::Subjects,
@@ -288,14 +361,16 @@ async fn publish_agent(
     count: u64,
     window: usize,
     mixed: bool,
+    prebuilt: Option<Vec<(String, String, Bytes)>>,
 ) -> anyhow::Result<(u64, u64)> {
     let mut pending = FuturesUnordered::new();
     let (mut bytes, mut retries) = (0u64, 0u64);
+    let mut prebuilt = prebuilt.map(Vec::into_iter);
     for seq in 1..=count {
-        let env = if mixed { super::rules::corpus_event(&agent.id, seq) } else { sample_event(&agent, seq) };
-        let subject = subjects.event(&agent.id, env.class);
-        let id = env.id.to_string();
-        let body: Bytes = serde_json::to_vec(&env)?.into();
+        let (subject, id, body) = match prebuilt.as_mut().and_then(Iterator::next) {
+            Some(e) => e,
+            None => build(&agent, &subjects, seq, mixed)?,
+        };
         bytes += body.len() as u64;
         let ack = js.send_publish(subject.clone(), publish(&body, &id)).await?;
         pending.push(async move { (ack.await, body, id, subject) });

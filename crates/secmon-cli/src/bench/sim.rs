@@ -24,6 +24,29 @@ const MAX_MSG: usize = secmon_proto::DEFAULT_MAX_EVENT_BYTES;
 pub struct SimAgent {
     pub id: AgentId,
     pub name: String,
+    /// The NKey it enrolled with (secure mode): it signs every event.
+    pub key: Option<AgentKey>,
+}
+
+/// An enrolled agent's NKey. Cheap to clone; its Debug shows the public key only.
+#[derive(Clone)]
+pub struct AgentKey(Arc<nkeys::KeyPair>);
+
+impl AgentKey {
+    pub fn new(key: nkeys::KeyPair) -> Self {
+        Self(Arc::new(key))
+    }
+
+    /// Signs `env` (see `secmon_proto::signing`).
+    pub fn sign(&self, env: &mut secmon_proto::Envelope) -> anyhow::Result<()> {
+        secmon_proto::signing::sign_envelope(env, &self.0).context("signing a simulated event")
+    }
+}
+
+impl std::fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AgentKey").field(&self.0.public_key()).finish()
+    }
 }
 
 /// `n` agents with ids unique to this run (`bench-<run>-00042`).
@@ -32,7 +55,7 @@ pub fn fleet(n: usize) -> Vec<SimAgent> {
     (0..n)
         .map(|i| {
             let name = format!("bench-{run}-{i:05}");
-            SimAgent { id: AgentId::new(name.clone()).expect("valid agent id"), name }
+            SimAgent { id: AgentId::new(name.clone()).expect("valid agent id"), name, key: None }
         })
         .collect()
 }

@@ -22,6 +22,13 @@ pub struct StackSettings {
     pub log_level: String,
     /// The manager's `[rules] dirs` entry (absolute), or none: no detection alerts.
     pub rules_dir: Option<PathBuf>,
+    /// `--secure`: NATS in operator mode with TLS, the API over HTTPS with logins,
+    /// an enrolled agent with its own NATS identity, signed events.
+    pub secure: bool,
+    /// `--mutual-tls`: `init --mutual-tls` on the first secure run. The config files
+    /// follow what is on disk (the manager's and the agent's client certificates), so
+    /// a reused deployment keeps its mode whatever this flag says.
+    pub mutual_tls: bool,
 }
 
 /// The log files the agent of `secmon up` follows: where Debian/Ubuntu's rsyslog
@@ -51,6 +58,83 @@ impl StackSettings {
         self.data_dir.join("agent")
     }
 
+    /// What `secmon-manager init` writes (secure mode): `<manager data>/pki`.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.manager_data_dir().join("pki")
+    }
+
+    /// The enrolled agent's NATS creds file (written by `secmon-agent enroll`).
+    pub fn agent_creds_path(&self) -> PathBuf {
+        self.agent_state_dir().join("nats.creds")
+    }
+
+    /// The CA certificate the enrolled agent received.
+    pub fn agent_ca_path(&self) -> PathBuf {
+        self.agent_state_dir().join("ca.pem")
+    }
+
+    /// The agent of the stack has enrolled (secure mode).
+    /// The manager's NATS client certificate and key, written by `init --mutual-tls`.
+    pub fn manager_client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        let pki = self.pki_dir();
+        let (cert, key) = (pki.join("manager-client.pem"), pki.join("manager-client-key.pem"));
+        (cert.is_file() && key.is_file()).then_some((cert, key))
+    }
+
+    /// The agent's NATS client certificate and key, written by its enrollment into a
+    /// mutual-TLS deployment.
+    pub fn agent_client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.agent_state_dir();
+        let (cert, key) = (dir.join("client.pem"), dir.join("client-key.pem"));
+        (cert.is_file() && key.is_file()).then_some((cert, key))
+    }
+
+    pub fn agent_enrolled(&self) -> bool {
+        self.agent_creds_path().is_file()
+            && self.agent_ca_path().is_file()
+            && self.agent_state_dir().join("identity.json").is_file()
+    }
+
+    /// The API's URL: https in secure mode; a wildcard listen address is reached
+    /// through loopback here.
+    pub fn api_url(&self) -> String {
+        let base = crate::http::api_base(self.api_listen);
+        if self.secure { base.replacen("http://", "https://", 1) } else { base }
+    }
+
+    /// The API URL agents are told to use (`[security] public_api_url`): on a wildcard
+    /// listen address, this host's name (the server certificate holds it).
+    pub fn public_api_url(&self) -> String {
+        if self.api_listen.ip().is_unspecified()
+            && let Some(h) = hostname()
+        {
+            return format!("https://{h}:{}", self.api_listen.port());
+        }
+        self.api_url()
+    }
+
+    /// The NATS URL enrolled agents get: with the API on a wildcard address (reachable
+    /// from other hosts), this host's name, which the server certificate holds.
+    pub fn agent_nats_url(&self) -> String {
+        if self.api_listen.ip().is_unspecified()
+            && let Some(h) = hostname()
+            && let Ok(a) = crate::nats_child::NatsAddr::parse(&self.nats_url)
+        {
+            return format!("tls://{h}:{}", a.port);
+        }
+        self.nats_url.clone()
+    }
+
+    /// The manager config `secmon-manager init` reads (secure mode, first run): only
+    /// where the manager keeps its data, since the pki files it names do not exist yet.
+    pub fn manager_init_toml(&self) -> String {
+        let doc = table([
+            ("storage", table([("data_dir", path(&self.manager_data_dir()))])),
+            ("log", table([("level", s(&self.log_level))])),
+        ]);
+        render("secmon-manager", doc)
+    }
+
     /// How often the manager looks for heartbeat timeouts: often enough that a dead
     /// agent is `disconnected` within timeout + one heartbeat interval.
     pub fn check_interval(&self) -> Duration {
@@ -60,8 +144,23 @@ impl StackSettings {
     }
 
     pub fn manager_toml(&self) -> String {
-        let doc = table([
-            ("nats", table([("url", s(&self.nats_url))])),
+        let nats = if self.secure {
+            let pki = self.pki_dir();
+            let mut t = table([
+                ("url", s(&self.nats_url)),
+                ("credentials_file", path(&pki.join("manager.creds"))),
+                ("tls_ca", path(&pki.join("ca.pem"))),
+            ]);
+            if let Some((cert, key)) = self.manager_client_cert() {
+                insert(&mut t, "tls_cert", path(&cert));
+                insert(&mut t, "tls_key", path(&key));
+            }
+            t
+        } else {
+            table([("url", s(&self.nats_url))])
+        };
+        let mut doc = table([
+            ("nats", nats),
             ("api", table([("listen", s(self.api_listen.to_string()))])),
             ("storage", table([("data_dir", path(&self.manager_data_dir()))])),
             (
@@ -74,12 +173,39 @@ impl StackSettings {
             ("log", table([("level", s(&self.log_level))])),
             ("rules", table([("dirs", Value::Array(self.rules_dir.iter().map(|d| path(d)).collect()))])),
         ]);
+        if self.secure {
+            insert(
+                &mut doc,
+                "security",
+                table([
+                    ("enabled", Value::Boolean(true)),
+                    ("public_api_url", s(self.public_api_url())),
+                    ("agent_nats_url", s(self.agent_nats_url())),
+                ]),
+            );
+        }
         render("secmon-manager", doc)
     }
 
+    /// The agent's config. In secure mode it names the creds file and CA once the
+    /// agent has enrolled (`secmon-agent enroll` writes them); before, only the URL.
     pub fn agent_toml(&self) -> String {
+        let nats = if self.secure && self.agent_enrolled() {
+            let mut t = table([
+                ("url", s(&self.nats_url)),
+                ("credentials_file", path(&self.agent_creds_path())),
+                ("tls_ca", path(&self.agent_ca_path())),
+            ]);
+            if let Some((cert, key)) = self.agent_client_cert() {
+                insert(&mut t, "tls_cert", path(&cert));
+                insert(&mut t, "tls_key", path(&key));
+            }
+            t
+        } else {
+            table([("url", s(&self.nats_url))])
+        };
         let doc = table([
-            ("nats", table([("url", s(&self.nats_url))])),
+            ("nats", nats),
             (
                 "agent",
                 table([
@@ -115,7 +241,20 @@ impl StackSettings {
     }
 }
 
-fn write_file(p: &Path, text: &str) -> anyhow::Result<()> {
+fn insert(doc: &mut Value, key: &str, v: Value) {
+    if let Value::Table(t) = doc {
+        t.insert(key.to_owned(), v);
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h != "localhost")
+}
+
+pub fn write_file(p: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 
@@ -158,7 +297,57 @@ mod tests {
             heartbeat_timeout: Duration::from_secs(2),
             log_level: "info".into(),
             rules_dir: Some("/src/secmon/rules".into()),
+            secure: false,
+            mutual_tls: false,
         }
+    }
+
+    #[test]
+    fn secure_manager_config_names_the_pki_files() {
+        let d = tempfile::tempdir().unwrap();
+        let mut st = settings();
+        st.data_dir = d.path().to_owned();
+        st.secure = true;
+        st.nats_url = "tls://127.0.0.1:4333".into();
+        st.api_listen = "127.0.0.1:8443".parse().unwrap();
+        let m: Table = toml::from_str(&st.manager_toml()).unwrap();
+        let pki = d.path().join("manager/pki");
+        assert_eq!(m["nats"]["url"].as_str(), Some("tls://127.0.0.1:4333"));
+        assert_eq!(m["nats"]["credentials_file"].as_str(), pki.join("manager.creds").to_str());
+        assert_eq!(m["nats"]["tls_ca"].as_str(), pki.join("ca.pem").to_str());
+        assert_eq!(m["security"]["enabled"].as_bool(), Some(true));
+        assert_eq!(m["security"]["public_api_url"].as_str(), Some("https://127.0.0.1:8443"));
+        assert_eq!(m["security"]["agent_nats_url"].as_str(), Some("tls://127.0.0.1:4333"));
+        let init: Table = toml::from_str(&st.manager_init_toml()).unwrap();
+        assert!(init.get("nats").is_none() && init.get("security").is_none());
+
+        // Before enrollment the agent has no creds to name; after, it has.
+        let a: Table = toml::from_str(&st.agent_toml()).unwrap();
+        assert!(a["nats"].get("credentials_file").is_none());
+        std::fs::create_dir_all(st.agent_state_dir()).unwrap();
+        for f in ["nats.creds", "ca.pem", "identity.json"] {
+            std::fs::write(st.agent_state_dir().join(f), "x").unwrap();
+        }
+        let a: Table = toml::from_str(&st.agent_toml()).unwrap();
+        assert_eq!(a["nats"]["credentials_file"].as_str(), st.agent_creds_path().to_str());
+        assert_eq!(a["nats"]["tls_ca"].as_str(), st.agent_ca_path().to_str());
+        assert!(a["nats"].get("tls_cert").is_none() && m["nats"].get("tls_cert").is_none());
+        assert!(toml::from_str::<Table>(&settings().manager_toml()).unwrap().get("security").is_none());
+
+        // Mutual TLS (the client certificates on disk): both name theirs.
+        std::fs::create_dir_all(&pki).unwrap();
+        for f in [pki.join("manager-client.pem"), pki.join("manager-client-key.pem")] {
+            std::fs::write(f, "x").unwrap();
+        }
+        for f in ["client.pem", "client-key.pem"] {
+            std::fs::write(st.agent_state_dir().join(f), "x").unwrap();
+        }
+        let m: Table = toml::from_str(&st.manager_toml()).unwrap();
+        assert_eq!(m["nats"]["tls_cert"].as_str(), pki.join("manager-client.pem").to_str());
+        assert_eq!(m["nats"]["tls_key"].as_str(), pki.join("manager-client-key.pem").to_str());
+        let a: Table = toml::from_str(&st.agent_toml()).unwrap();
+        assert_eq!(a["nats"]["tls_cert"].as_str(), st.agent_state_dir().join("client.pem").to_str());
+        assert_eq!(a["nats"]["tls_key"].as_str(), st.agent_state_dir().join("client-key.pem").to_str());
     }
 
     #[test]
