@@ -323,7 +323,7 @@ pub async fn connect_once(
 
 /// The user JWT and the NKey seed of a creds file (`nsc` format: each value between
 /// two `-----...-----` marker lines, the JWT first).
-fn parse_creds(text: &str) -> Result<(String, nkeys::KeyPair), String> {
+pub fn parse_creds(text: &str) -> Result<(String, nkeys::KeyPair), String> {
     let is_marker = |l: &str| {
         let l = l.trim();
         l.len() >= 6 && l.starts_with("---") && l.ends_with("---")
