@@ -436,7 +436,8 @@ impl Checker {
     /// The signature check of secure mode for every message that passed
     /// [`Checker::check`] (`Ok(())` for the others and without signature checks), in
     /// message order. Ed25519 verification is most of ingest's cost per event, so a
-    /// large batch is split over the cores on blocking threads.
+    /// large batch is split over the cores on blocking threads, and each part is
+    /// checked with one batch equation ([`SignatureVerifier::verify_many`]).
     async fn verify_signatures(
         &self,
         msgs: &[jetstream::Message],
@@ -449,17 +450,17 @@ impl Checker {
         let Some(sig) = &self.signatures else { return out };
         // The envelope's agent equals the subject's (checked), so this is the key
         // the event must be signed with.
-        let jobs: Vec<(usize, &AgentId, &bytes::Bytes)> = checked
+        let (index, jobs): (Vec<usize>, Vec<(&AgentId, &bytes::Bytes)>) = checked
             .iter()
             .zip(msgs)
             .enumerate()
-            .filter_map(|(i, (c, m))| c.as_ref().ok().map(|env| (i, &env.agent_id, &m.payload)))
-            .collect();
+            .filter_map(|(i, (c, m))| c.as_ref().ok().map(|env| (i, (&env.agent_id, &m.payload))))
+            .unzip();
         let workers = *WORKERS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let workers = workers.min(jobs.len() / MIN_PER_WORKER).max(1);
         if workers == 1 {
-            for (i, agent, raw) in jobs {
-                out[i] = sig.verifier.verify(agent, raw);
+            for (i, r) in index.into_iter().zip(sig.verifier.verify_many(&jobs)) {
+                out[i] = r;
             }
             return out;
         }
@@ -468,22 +469,22 @@ impl Checker {
             .chunks(per_worker)
             .map(|chunk| {
                 // Owned copies only for the blocking threads (`Bytes` clones share the buffer).
-                let chunk: Vec<(usize, AgentId, bytes::Bytes)> =
-                    chunk.iter().map(|&(i, agent, raw)| (i, agent.clone(), raw.clone())).collect();
+                let chunk: Vec<(AgentId, bytes::Bytes)> =
+                    chunk.iter().map(|&(agent, raw)| (agent.clone(), raw.clone())).collect();
                 let verifier = sig.verifier.clone();
-                tokio::task::spawn_blocking(move || {
-                    chunk.into_iter().map(|(i, agent, raw)| (i, verifier.verify(&agent, &raw))).collect()
-                })
+                tokio::task::spawn_blocking(move || verifier.verify_many(&chunk))
             })
             .collect();
-        for (task, chunk) in tasks.into_iter().zip(jobs.chunks(per_worker)) {
-            let results: Vec<(usize, Result<(), &'static str>)> = match task.await {
+        for ((task, chunk), index) in
+            tasks.into_iter().zip(jobs.chunks(per_worker)).zip(index.chunks(per_worker))
+        {
+            // A worker that did not finish (runtime shutting down): verify here.
+            let results = match task.await {
                 Ok(r) => r,
-                // A worker that did not finish (runtime shutting down): verify here.
-                Err(_) => chunk.iter().map(|(i, agent, raw)| (*i, sig.verifier.verify(agent, raw))).collect(),
+                Err(_) => sig.verifier.verify_many(chunk),
             };
-            for (i, r) in results {
-                out[i] = r;
+            for (i, r) in index.iter().zip(results) {
+                out[*i] = r;
             }
         }
         out

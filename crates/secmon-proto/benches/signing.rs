@@ -3,10 +3,11 @@
 //! ~1 KB file-modification event the ingest bench sends.
 //! `cargo bench -p secmon-proto --bench signing`
 
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use secmon_proto::payload::{FileActivity, FileKind, FileState};
 use secmon_proto::signing::{
-    canonical_bytes, sign_envelope, verify_event, verify_event_with_key, verifying_key,
+    PublicKey, SignedBytes, canonical_bytes, sign_envelope, signed_bytes, verify_batch, verify_event,
+    verify_event_with_key, verifying_key,
 };
 use secmon_proto::{AgentId, Envelope, EventClass, Severity};
 
@@ -88,5 +89,41 @@ fn signing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, signing);
+/// Ingest checks a batch of events from many agents at once (`verify_batch`).
+fn batches(c: &mut Criterion) {
+    const N: usize = 64;
+    let keys: Vec<nkeys::KeyPair> = (0..N).map(|_| nkeys::KeyPair::new_user()).collect();
+    let decoded: Vec<PublicKey> = keys.iter().map(|k| verifying_key(&k.public_key()).unwrap()).collect();
+    let wires: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| {
+            let mut e = sample_event();
+            sign_envelope(&mut e, k).unwrap();
+            serde_json::to_vec(&e).unwrap()
+        })
+        .collect();
+    let mut g = c.benchmark_group("verify 64 events of 64 agents");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("one by one, from the received bytes", |b| {
+        b.iter(|| {
+            for (w, k) in wires.iter().zip(&decoded) {
+                verify_event_with_key(black_box(w), k).unwrap();
+            }
+        })
+    });
+    g.bench_function("batch, from the received bytes", |b| {
+        b.iter(|| {
+            let signed: Vec<SignedBytes> =
+                wires.iter().map(|w| signed_bytes(black_box(w)).unwrap()).collect();
+            let items: Vec<(&SignedBytes, &PublicKey)> = signed.iter().zip(&decoded).collect();
+            assert!(verify_batch(&items).iter().all(Result::is_ok));
+        })
+    });
+    let signed: Vec<SignedBytes> = wires.iter().map(|w| signed_bytes(w).unwrap()).collect();
+    let items: Vec<(&SignedBytes, &PublicKey)> = signed.iter().zip(&decoded).collect();
+    g.bench_function("batch, Ed25519 only", |b| b.iter(|| verify_batch(black_box(&items))));
+    g.finish();
+}
+
+criterion_group!(benches, signing, batches);
 criterion_main!(benches);

@@ -94,7 +94,7 @@ pub fn revoke(conn: &Connection, agent: &AgentId, at: i64) -> rusqlite::Result<O
 #[derive(Clone)]
 pub struct EnrolledKey {
     pub public_key: String,
-    pub verifier: Option<Arc<nkeys::KeyPair>>,
+    pub verifier: Option<Arc<secmon_proto::signing::PublicKey>>,
 }
 
 impl EnrolledKey {

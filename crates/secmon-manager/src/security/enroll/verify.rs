@@ -2,7 +2,9 @@
 //! signed by the key its agent enrolled with.
 
 use secmon_proto::AgentId;
-use secmon_proto::signing::{SigError, verify_event, verify_event_with_key};
+use secmon_proto::signing::{
+    PublicKey, SigError, SignedBytes, signed_bytes, verify_batch, verify_event, verify_event_with_key,
+};
 
 use super::keys::AgentKeys;
 
@@ -33,6 +35,42 @@ impl SignatureVerifier {
             None => verify_event(raw, &key.public_key),
         };
         result.map_err(|e: SigError| e.kind())
+    }
+
+    /// [`SignatureVerifier::verify`] for many events at once, with one batch check of
+    /// their Ed25519 signatures (about half the cost of one-by-one checks); the same
+    /// answers, in the order of `events`.
+    pub fn verify_many<A, R>(&self, events: &[(A, R)]) -> Vec<Result<(), &'static str>>
+    where
+        A: std::borrow::Borrow<AgentId>,
+        R: AsRef<[u8]>,
+    {
+        let mut out: Vec<Result<(), &'static str>> = vec![Ok(()); events.len()];
+        let mut keys = Vec::with_capacity(events.len());
+        let mut signed: Vec<(usize, SignedBytes)> = Vec::with_capacity(events.len());
+        for (i, (agent, raw)) in events.iter().enumerate() {
+            let Some(key) = self.keys.get_enrolled(agent.borrow()) else {
+                out[i] = Err(UNKNOWN_AGENT);
+                continue;
+            };
+            let Some(k) = key.verifier else {
+                out[i] = verify_event(raw.as_ref(), &key.public_key).map_err(|e| e.kind());
+                continue;
+            };
+            match signed_bytes(raw.as_ref()) {
+                Ok(s) => {
+                    signed.push((i, s));
+                    keys.push(k);
+                }
+                Err(e) => out[i] = Err(e.kind()),
+            }
+        }
+        let items: Vec<(&SignedBytes, &PublicKey)> =
+            signed.iter().zip(&keys).map(|((_, s), k)| (s, k.as_ref())).collect();
+        for ((i, _), r) in signed.iter().zip(verify_batch(&items)) {
+            out[*i] = r.map_err(|e| e.kind());
+        }
+        out
     }
 }
 
@@ -71,5 +109,36 @@ mod tests {
         v.keys.insert(broken.clone(), "not-a-key".into());
         assert_eq!(v.verify(&broken, &unsigned), Err("unsigned"));
         assert_eq!(v.verify(&broken, &signed), Err("bad_key"));
+        // Many at once: the same answers, in order.
+        let stranger = AgentId::generate();
+        let batch: Vec<(&AgentId, &[u8])> = vec![
+            (&agent, &signed[..]),
+            (&agent, &unsigned[..]),
+            (&agent, tampered.as_bytes()),
+            (&stranger, &signed[..]),
+            (&broken, &unsigned[..]),
+            (&broken, &signed[..]),
+            (&agent, b"{not json"),
+            (&agent, &signed[..]),
+            (&agent, &signed[..]),
+            (&agent, &signed[..]),
+        ];
+        let one_by_one: Vec<_> = batch.iter().map(|(a, r)| v.verify(a, r)).collect();
+        assert_eq!(v.verify_many(&batch), one_by_one);
+        assert_eq!(
+            one_by_one,
+            vec![
+                Ok(()),
+                Err("unsigned"),
+                Err("forged"),
+                Err(UNKNOWN_AGENT),
+                Err("unsigned"),
+                Err("bad_key"),
+                Err("bad_signature"),
+                Ok(()),
+                Ok(()),
+                Ok(())
+            ]
+        );
     }
 }
