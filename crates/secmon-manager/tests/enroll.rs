@@ -769,6 +769,19 @@ async fn mutual_tls_agents_connect_only_with_the_certificate_issued_for_their_cs
 
     assert_eq!(s.manager().metrics().enroll_refusals("csr"), 2);
 
+    // A forged token is refused before its CSR is read (401, not 400 for the CSR): a
+    // refused token never gets a CSR signed.
+    let fp = std::fs::read_to_string(s.pki.join("fingerprint.txt")).unwrap().trim().to_string();
+    let forged = secmon_manager::security::enroll::tokens::new_token(&fp);
+    let a = s.enroll_raw(enroll_body(
+        &forged,
+        &key,
+        "mtls-1",
+        Some("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
+    ));
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(s.manager().metrics().enroll_refusals("csr"), 2);
+
     // The CSR asks to be the manager; the certificate is named after the agent id.
     let tls = secmon_pki::client_csr(secmon_manager::init::MANAGER_CLIENT_NAME).unwrap();
     let a = s.enroll_raw(enroll_body(&token, &key, "mtls-1", Some(&tls.csr_pem)));

@@ -254,11 +254,14 @@ impl Enrollment {
         let perms = secmon_pki::agent_permissions(agent_id.as_str(), &self.subject_prefix)?;
         let jwt =
             secmon_pki::issue_user_jwt(&self.account, &req.public_key, agent_id.as_str(), &perms, None)?;
-        // Signed before the token is used, so a bad CSR does not use it up.
+        // Signed after the token is checked, so a refused token costs no signature, and
+        // before its use is taken, so a bad CSR does not use it up.
         let client_cert = match (&self.client_ca, &req.csr) {
             (None, _) => None,
             (Some(_), None) => return Err(EnrollError::CsrMissing),
             (Some(ca), Some(csr)) => {
+                let t = token.to_string();
+                self.db.call(move |c| tokens::check(c, &t, Utc::now())).await?.map_err(EnrollError::Token)?;
                 Some(ca.sign_client_csr(csr, agent_id.as_str()).map_err(EnrollError::Csr)?)
             }
         };

@@ -201,14 +201,15 @@ pub fn revoke(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     Ok(conn.execute("UPDATE enrollment_tokens SET revoked = 1 WHERE id = ?1", [id])? == 1)
 }
 
-/// Checks a token and takes one use, inside the caller's transaction (which also
-/// records the enrolled key, so a failed enrollment gives the use back).
-pub fn consume(
-    tx: &Transaction<'_>,
+/// Checks a token without taking a use: it exists, is not revoked or expired, and has
+/// a use left. For work worth doing only for a good token (signing a CSR); the use is
+/// taken by [`consume`], which checks again.
+pub fn check(
+    conn: &Connection,
     token: &str,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Result<TokenInfo, Refusal>> {
-    let found = tx
+    let found = conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM enrollment_tokens WHERE digest = ?1"),
             [digest(token)],
@@ -222,6 +223,23 @@ pub fn consume(
     if info.expires_at.is_some_and(|t| t <= now) {
         return Ok(Err(Refusal::Expired));
     }
+    if info.uses_left == 0 {
+        return Ok(Err(Refusal::UsedUp));
+    }
+    Ok(Ok(info))
+}
+
+/// Checks a token and takes one use, inside the caller's transaction (which also
+/// records the enrolled key, so a failed enrollment gives the use back).
+pub fn consume(
+    tx: &Transaction<'_>,
+    token: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Result<TokenInfo, Refusal>> {
+    let info = match check(tx, token, now)? {
+        Ok(info) => info,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     // The condition in the UPDATE makes the use atomic even without the transaction.
     let n = tx.execute(
         "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1 AND uses_left > 0",
@@ -272,6 +290,10 @@ mod tests {
         assert!(stored.iter().all(|row| !row.contains(secret)), "{stored:?}");
         assert!(stored.iter().any(|row| row.contains(&digest(&token))), "{stored:?}");
         let now = Utc::now();
+        // A check takes no use.
+        for _ in 0..3 {
+            assert_eq!(check(&c, &token, now).unwrap().unwrap().uses_left, 2);
+        }
         for left in [1, 0] {
             let tx = c.transaction().unwrap();
             assert_eq!(consume(&tx, &token, now).unwrap().unwrap().uses_left, left);
@@ -280,6 +302,7 @@ mod tests {
         let tx = c.transaction().unwrap();
         assert_eq!(consume(&tx, &token, now).unwrap(), Err(Refusal::UsedUp));
         drop(tx);
+        assert_eq!(check(&c, &token, now).unwrap(), Err(Refusal::UsedUp));
 
         let spec =
             TokenSpec { uses: 1, expires_at: Some(now - chrono::Duration::seconds(1)), ..Default::default() };
@@ -291,6 +314,9 @@ mod tests {
         assert_eq!(consume(&tx, &expired, now).unwrap(), Err(Refusal::Expired));
         assert_eq!(consume(&tx, &revoked, now).unwrap(), Err(Refusal::Revoked));
         assert_eq!(consume(&tx, &new_token(FP), now).unwrap(), Err(Refusal::Unknown));
+        assert_eq!(check(&tx, &expired, now).unwrap(), Err(Refusal::Expired));
+        assert_eq!(check(&tx, &revoked, now).unwrap(), Err(Refusal::Revoked));
+        assert_eq!(check(&tx, &new_token(FP), now).unwrap(), Err(Refusal::Unknown));
         drop(tx);
         assert_eq!(list(&c).unwrap().len(), 3);
     }
