@@ -740,6 +740,7 @@ async fn without_mutual_tls_a_csr_is_ignored_and_no_certificate_issued() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mutual_tls_agents_connect_only_with_the_certificate_issued_for_their_csr() {
+    const NOT_A_CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
     let Some(s) = Secure::start_with(true).await else { return };
     assert!(secmon_manager::init::mutual_tls_required(&s.pki));
     let conf = std::fs::read_to_string(s.pki.join(NATS_CONFIG)).unwrap();
@@ -758,12 +759,7 @@ async fn mutual_tls_agents_connect_only_with_the_certificate_issued_for_their_cs
     assert_eq!(a.status, 400, "{}", a.body);
     assert_eq!(a.json()["error"]["parameter"], "csr", "{}", a.body);
     // A CSR that is not one: 400 naming csr.
-    let a = s.enroll_raw(enroll_body(
-        &token,
-        &key,
-        "mtls-1",
-        Some("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
-    ));
+    let a = s.enroll_raw(enroll_body(&token, &key, "mtls-1", Some(NOT_A_CSR)));
     assert_eq!(a.status, 400, "{}", a.body);
     assert_eq!(a.json()["error"]["parameter"], "csr", "{}", a.body);
 
@@ -773,12 +769,7 @@ async fn mutual_tls_agents_connect_only_with_the_certificate_issued_for_their_cs
     // refused token never gets a CSR signed.
     let fp = std::fs::read_to_string(s.pki.join("fingerprint.txt")).unwrap().trim().to_string();
     let forged = secmon_manager::security::enroll::tokens::new_token(&fp);
-    let a = s.enroll_raw(enroll_body(
-        &forged,
-        &key,
-        "mtls-1",
-        Some("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
-    ));
+    let a = s.enroll_raw(enroll_body(&forged, &key, "mtls-1", Some(NOT_A_CSR)));
     assert_eq!(a.status, 401, "{}", a.body);
     assert_eq!(s.manager().metrics().enroll_refusals("csr"), 2);
 
