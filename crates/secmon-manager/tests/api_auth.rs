@@ -45,6 +45,8 @@ struct Secure {
     base: String,
     http: ureq::Agent,
     admin_password: String,
+    /// The config the manager runs with, for [`Secure::restart`].
+    cfg: ManagerConfig,
     _dir: tempfile::TempDir,
     _nats: NatsServer,
     rt: tokio::runtime::Runtime,
@@ -100,7 +102,7 @@ impl Secure {
         let (admin_password, ca_pem) = init_pki(dir.path());
         let mut cfg = secure_config(&nats.url(), dir.path());
         tweak(&mut cfg);
-        let manager = rt.block_on(Manager::start(cfg)).expect("secure manager starts");
+        let manager = rt.block_on(Manager::start(cfg.clone())).expect("secure manager starts");
         assert!(manager.api_tls(), "secure mode serves HTTPS");
         let base = manager.api_url();
         assert!(base.starts_with("https://127.0.0.1:"), "{base}");
@@ -109,10 +111,21 @@ impl Secure {
             base,
             http: agent(Some(&ca_pem)),
             admin_password,
+            cfg,
             _dir: dir,
             _nats: nats,
             rt,
         }
+    }
+
+    /// Stops the manager and starts a new one on the same data dir and config.
+    fn restart(&mut self) {
+        if let Some(m) = self.manager.take() {
+            self.rt.block_on(m.shutdown());
+        }
+        let manager = self.rt.block_on(Manager::start(self.cfg.clone())).expect("secure manager restarts");
+        self.base = manager.api_url();
+        self.manager = Some(manager);
     }
 
     fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
@@ -409,6 +422,27 @@ fn lockout_refuses_even_the_right_password_with_retry_after() {
         s.login(&format!("guess{i}"), "wrong-password-2").error(401, "unauthorized");
     }
     s.login("admin", &s.admin_password).error(429, "locked");
+}
+
+#[test]
+fn a_lockout_outlasts_a_manager_restart() {
+    let mut s = Secure::start_with(|c| {
+        c.security.login_max_failures = 3;
+        c.security.lockout = Duration::from_secs(120);
+    });
+    let admin = s.admin();
+    let (_, victim_pw) = s.user(&admin, "victim", "analyst");
+    for _ in 0..3 {
+        s.login("victim", "wrong-password-1").error(401, "unauthorized");
+    }
+    s.login("victim", &victim_pw).error(429, "locked");
+    s.restart();
+    let locked = s.login("victim", &victim_pw);
+    locked.error(429, "locked");
+    let wait: u64 = locked.retry_after.as_deref().expect("Retry-After").parse().unwrap();
+    assert!((60..=120).contains(&wait), "Retry-After {wait}");
+    // Only the locked user: the others log in after the restart.
+    assert_eq!(s.login("admin", &s.admin_password).status, 200);
 }
 
 #[test]

@@ -8,6 +8,10 @@
 //! guessing across many names is still stopped. Memory is bounded: each map keeps at
 //! most [`MAX_KEYS`] keys, dropping expired ones first, then the least recently
 //! touched.
+//!
+//! The limiter itself is memory only; the locks it sets are also written to
+//! `security.db` by the login route ([`super::locks`]) and restored at start
+//! ([`LoginLimiter::restore`]), so restarting the manager does not lift a lockout.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +29,22 @@ struct Entry {
     window_start: Instant,
     locked_until: Option<Instant>,
     touched: Instant,
+}
+
+/// What a lock is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockKey {
+    User(String),
+    Addr(IpAddr),
+}
+
+/// The outcome of a failed login ([`LoginLimiter::failure`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// `Some` while the user or address is locked.
+    pub retry_after: Option<Duration>,
+    /// The locks this failure set, with their duration.
+    pub new_locks: Vec<(LockKey, Duration)>,
 }
 
 #[derive(Debug, Default)]
@@ -45,13 +65,14 @@ fn remaining(e: &Entry, now: Instant) -> Option<Duration> {
     e.locked_until.filter(|t| *t > now).map(|t| t - now)
 }
 
-fn fail<K: std::hash::Hash + Eq + Clone>(
-    map: &mut HashMap<K, Entry>,
+/// Makes room for `key` in `map` (expired entries first, then the least recently
+/// touched) and returns its entry.
+fn entry<'a, K: std::hash::Hash + Eq + Clone>(
+    map: &'a mut HashMap<K, Entry>,
     key: &K,
-    limit: u32,
     lockout: Duration,
     now: Instant,
-) -> Option<Duration> {
+) -> &'a mut Entry {
     if !map.contains_key(key) && map.len() >= MAX_KEYS {
         map.retain(|_, e| remaining(e, now).is_some() || now.duration_since(e.window_start) < lockout);
         if map.len() >= MAX_KEYS
@@ -60,24 +81,37 @@ fn fail<K: std::hash::Hash + Eq + Clone>(
             map.remove(&oldest);
         }
     }
-    let e = map.entry(key.clone()).or_insert(Entry {
+    map.entry(key.clone()).or_insert(Entry {
         failures: 0,
         window_start: now,
         locked_until: None,
         touched: now,
-    });
+    })
+}
+
+/// Counts one failure for `key`: (time still locked, whether this failure set the lock).
+fn fail<K: std::hash::Hash + Eq + Clone>(
+    map: &mut HashMap<K, Entry>,
+    key: &K,
+    limit: u32,
+    lockout: Duration,
+    now: Instant,
+) -> (Option<Duration>, bool) {
+    let e = entry(map, key, lockout, now);
     if now.duration_since(e.window_start) >= lockout {
         // The window passed: start counting again.
         *e = Entry { failures: 0, window_start: now, locked_until: None, touched: now };
     }
     e.failures = e.failures.saturating_add(1);
     e.touched = now;
+    let mut locked = false;
     if e.failures >= limit {
         e.locked_until = Some(now + lockout);
         e.failures = 0;
         e.window_start = now;
+        locked = true;
     }
-    remaining(e, now)
+    (remaining(e, now), locked)
 }
 
 impl LoginLimiter {
@@ -104,17 +138,39 @@ impl LoginLimiter {
         }
     }
 
-    /// Counts a failed login; `Some(retry_after)` when it locked the user or address.
-    pub fn failure(&self, user: &str, addr: Option<IpAddr>) -> Option<Duration> {
+    /// Counts a failed login.
+    pub fn failure(&self, user: &str, addr: Option<IpAddr>) -> Failure {
         self.failure_at(user, addr, Instant::now())
     }
 
-    fn failure_at(&self, user: &str, addr: Option<IpAddr>, now: Instant) -> Option<Duration> {
+    fn failure_at(&self, user: &str, addr: Option<IpAddr>, now: Instant) -> Failure {
         let mut m = self.maps();
-        let by_user = fail(&mut m.users, &user.to_owned(), self.max_failures, self.lockout, now);
+        let mut new_locks = Vec::new();
+        let (by_user, locked) = fail(&mut m.users, &user.to_owned(), self.max_failures, self.lockout, now);
+        if locked {
+            new_locks.push((LockKey::User(user.to_owned()), self.lockout));
+        }
         let limit = self.max_failures.saturating_mul(ADDRESS_FACTOR);
-        let by_addr = addr.and_then(|a| fail(&mut m.addrs, &a, limit, self.lockout, now));
-        by_user.max(by_addr)
+        let mut by_addr = None;
+        if let Some(a) = addr {
+            let (left, locked) = fail(&mut m.addrs, &a, limit, self.lockout, now);
+            if locked {
+                new_locks.push((LockKey::Addr(a), self.lockout));
+            }
+            by_addr = left;
+        }
+        Failure { retry_after: by_user.max(by_addr), new_locks }
+    }
+
+    /// Sets a lock kept from before a restart, for `remaining` more.
+    pub fn restore(&self, key: &LockKey, remaining: Duration) {
+        let now = Instant::now();
+        let mut m = self.maps();
+        let e = match key {
+            LockKey::User(u) => entry(&mut m.users, u, self.lockout, now),
+            LockKey::Addr(a) => entry(&mut m.addrs, a, self.lockout, now),
+        };
+        *e = Entry { failures: 0, window_start: now, locked_until: Some(now + remaining), touched: now };
     }
 
     /// A successful login clears the user's failures (not the address's: a valid
@@ -139,9 +195,15 @@ mod tests {
         let l = LoginLimiter::new(3, Duration::from_secs(60));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let t0 = Instant::now();
-        assert!(l.failure_at("bob", Some(a), t0).is_none());
-        assert!(l.failure_at("bob", Some(a), t0).is_none());
-        assert_eq!(l.failure_at("bob", Some(a), t0), Some(Duration::from_secs(60)));
+        assert_eq!(l.failure_at("bob", Some(a), t0), Failure::default());
+        assert_eq!(l.failure_at("bob", Some(a), t0), Failure::default());
+        assert_eq!(
+            l.failure_at("bob", Some(a), t0),
+            Failure {
+                retry_after: Some(Duration::from_secs(60)),
+                new_locks: vec![(LockKey::User("bob".into()), Duration::from_secs(60))]
+            }
+        );
         assert!(l.check_at("bob", Some(a), t0 + Duration::from_secs(59)).is_err());
         assert!(l.check_at("eve", Some(a), t0).is_ok(), "address not locked after 3 failures");
         assert!(l.check_at("bob", Some(a), t0 + Duration::from_secs(60)).is_ok());
@@ -152,11 +214,29 @@ mod tests {
         let l = LoginLimiter::new(2, Duration::from_secs(60));
         let a: IpAddr = "10.0.0.2".parse().unwrap();
         let t0 = Instant::now();
-        for i in 0..(2 * ADDRESS_FACTOR) {
-            l.failure_at(&format!("u{i}"), Some(a), t0);
+        for i in 0..(2 * ADDRESS_FACTOR - 1) {
+            assert!(l.failure_at(&format!("u{i}"), Some(a), t0).new_locks.is_empty());
         }
+        assert_eq!(
+            l.failure_at("last", Some(a), t0).new_locks,
+            vec![(LockKey::Addr(a), Duration::from_secs(60))]
+        );
         assert!(l.check_at("fresh", Some(a), t0).is_err());
         assert!(l.check_at("fresh", Some("10.0.0.3".parse().unwrap()), t0).is_ok());
+    }
+
+    #[test]
+    fn a_restored_lock_refuses_until_it_ends() {
+        let l = LoginLimiter::new(3, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.4".parse().unwrap();
+        l.restore(&LockKey::User("carol".into()), Duration::from_secs(30));
+        l.restore(&LockKey::Addr(a), Duration::from_secs(45));
+        let wait = l.check("carol", None).unwrap_err();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(l.check("dave", Some(a)).unwrap_err() > Duration::from_secs(40));
+        assert!(l.check("dave", None).is_ok());
+        let later = Instant::now() + Duration::from_secs(31);
+        assert!(l.check_at("carol", None, later).is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! ([`password`], [`users`]), bearer tokens — login sessions and API tokens, stored
 //! as SHA-256 digests ([`tokens`]) —, the per-request check that turns a bearer
 //! into a [`Principal`] and applies the role policy ([`middleware`]), login
-//! lockout ([`limiter`]), the audit log ([`audit`]) and the routes ([`routes`]).
+//! lockout ([`limiter`], kept across restarts by [`locks`]), the audit log ([`audit`]) and the routes ([`routes`]).
 //!
 //! Local mode (`[security] enabled = false`): no authentication, every request is
 //! [`Principal::local`], and still audited.
@@ -18,6 +18,7 @@ use crate::security::{Principal, Role, SecurityDb, SecurityDbError};
 
 pub mod audit;
 pub mod limiter;
+pub mod locks;
 pub mod middleware;
 pub mod password;
 pub mod routes;
@@ -53,11 +54,20 @@ impl AuthState {
         // Also creates the users table, which sessions reference.
         tokens::ensure_schema(&db)?;
         audit::ensure_schema(&db)?;
+        locks::ensure_schema(&db)?;
+        let limiter = limiter::LoginLimiter::new(cfg.login_max_failures, cfg.lockout);
+        let kept = db.with_conn(|c| locks::load(c, Utc::now()))?;
+        if !kept.is_empty() {
+            tracing::info!(locks = kept.len(), "login lockouts restored");
+        }
+        for (key, left) in &kept {
+            limiter.restore(key, *left);
+        }
         Ok(Self {
             db,
             enabled: cfg.enabled,
             session_ttl: cfg.session_ttl,
-            limiter: limiter::LoginLimiter::new(cfg.login_max_failures, cfg.lockout),
+            limiter,
             commands: cfg.commands.clone(),
             verify_slots: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
         })

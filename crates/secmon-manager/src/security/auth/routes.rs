@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::audit::{AuditNote, AuditQuery, AuditRecord};
 use super::middleware::{ClientAddr, bearer};
 use super::users::{UserError, UserRecord, valid_name};
-use super::{password, tokens, users};
+use super::{locks, password, tokens, users};
 use crate::api::ApiContext;
 use crate::api::error::{ApiError, ErrorBody, echo, json_body};
 use crate::api::params::{self, NoParams};
@@ -124,9 +124,17 @@ pub async fn login(
     drop(permit);
     let Some(role) = found else {
         audit.set_detail("bad credentials");
-        if auth.limiter.failure(key, ip).is_some() {
+        let failure = auth.limiter.failure(key, ip);
+        if failure.retry_after.is_some() {
             audit.set_detail("bad credentials; now locked out");
             tracing::warn!(user = %echo(&b.username), client = ?ip, "login locked out after repeated failures");
+        }
+        if !failure.new_locks.is_empty() {
+            // Kept across restarts; a write that fails leaves the lock in memory only.
+            let new_locks = failure.new_locks;
+            if let Err(e) = auth.db.call(move |c| locks::save(c, &new_locks, Utc::now())).await {
+                tracing::error!(error = %e, "cannot record a login lockout in the security database");
+            }
         }
         return Err(bad().into_response());
     };
