@@ -386,8 +386,9 @@ fn api_tokens_and_sessions_expire_and_are_revoked() {
     assert_eq!(s.get("/api/agents", &s.admin()).status, 200);
 }
 
-#[test]
-fn lockout_refuses_even_the_right_password_with_retry_after() {
+/// A manager locking after 3 failures for 120 s, and user `victim` (analyst) after 3
+/// wrong passwords: (stack, admin token, victim's password).
+fn locked_out_victim() -> (Secure, String, String) {
     let s = Secure::start_with(|c| {
         c.security.login_max_failures = 3;
         c.security.lockout = Duration::from_secs(120);
@@ -397,6 +398,12 @@ fn lockout_refuses_even_the_right_password_with_retry_after() {
     for _ in 0..3 {
         s.login("victim", "wrong-password-1").error(401, "unauthorized");
     }
+    (s, admin, victim_pw)
+}
+
+#[test]
+fn lockout_refuses_even_the_right_password_with_retry_after() {
+    let (s, admin, victim_pw) = locked_out_victim();
     let locked = s.login("victim", &victim_pw);
     locked.error(429, "locked");
     let wait: u64 = locked.retry_after.as_deref().expect("Retry-After").parse().unwrap();
@@ -426,15 +433,7 @@ fn lockout_refuses_even_the_right_password_with_retry_after() {
 
 #[test]
 fn a_lockout_outlasts_a_manager_restart() {
-    let mut s = Secure::start_with(|c| {
-        c.security.login_max_failures = 3;
-        c.security.lockout = Duration::from_secs(120);
-    });
-    let admin = s.admin();
-    let (_, victim_pw) = s.user(&admin, "victim", "analyst");
-    for _ in 0..3 {
-        s.login("victim", "wrong-password-1").error(401, "unauthorized");
-    }
+    let (mut s, _, victim_pw) = locked_out_victim();
     s.login("victim", &victim_pw).error(429, "locked");
     s.restart();
     let locked = s.login("victim", &victim_pw);
