@@ -2,7 +2,8 @@
 //! ([`password`], [`users`]), bearer tokens — login sessions and API tokens, stored
 //! as SHA-256 digests ([`tokens`]) —, the per-request check that turns a bearer
 //! into a [`Principal`] and applies the role policy ([`middleware`]), login
-//! lockout ([`limiter`], kept across restarts by [`locks`]), the audit log ([`audit`]) and the routes ([`routes`]).
+//! lockout ([`limiter`], kept across restarts by [`locks`]), the audit log
+//! ([`audit`]) and the routes ([`routes`]).
 //!
 //! Local mode (`[security] enabled = false`): no authentication, every request is
 //! [`Principal::local`], and still audited.
