@@ -333,15 +333,7 @@ async fn start(stack: &mut Stack, st: &StackSettings, bins: &Binaries) -> anyhow
     // The daemons use the server we settled on, which may be our own on another port.
     let st = &StackSettings { nats_url: nats_url.clone(), ..st.clone() };
 
-    st.write().context("cannot write the stack's config files")?;
-    let manager = spawn_daemon("manager", &bins.manager, &st.manager_config_path())?;
-    say(format!(
-        "started secmon-manager (pid {}, config {})",
-        manager.pid(),
-        st.manager_config_path().display()
-    ));
-    stack.manager = Some(manager);
-    write_pids(&pids, stack);
+    start_manager(stack, st, bins, &pids, "")?;
 
     let api = api_base(st.api_listen);
     let http = Http::new(Duration::from_secs(2));
@@ -352,14 +344,7 @@ async fn start(stack: &mut Stack, st: &StackSettings, bins: &Binaries) -> anyhow
     .await?;
     say_rules(&http, &api, st.rules_dir.as_deref()).await;
 
-    let agent = spawn_daemon("agent", &bins.agent, &st.agent_config_path())?;
-    say(format!("started secmon-agent (pid {}, config {})", agent.pid(), st.agent_config_path().display()));
-    say(format!(
-        "the agent follows {} (missing files are picked up when they appear)",
-        FOLLOWED_LOGS.join(", ")
-    ));
-    stack.agent = Some(agent);
-    write_pids(&pids, stack);
+    start_agent(stack, st, bins, &pids)?;
     let active_url = format!("{api}/api/agents?status=active");
     let active = wait_ready(stack, "the agent to be active", AGENT_ACTIVE_TIMEOUT, move || {
         matches!(http.get(&active_url),
@@ -478,6 +463,40 @@ fn cli_name() -> String {
 /// NATS URLs may carry credentials; never print them.
 fn redact(url: &str) -> String {
     NatsAddr::parse(url).map(|a| format!("nats://{a}")).unwrap_or_else(|_| "<nats url>".into())
+}
+
+/// Writes the stack's config files and starts the manager on its own (`mode` is said
+/// after the config, e.g. ", secure mode").
+fn start_manager(
+    stack: &mut Stack,
+    st: &StackSettings,
+    bins: &Binaries,
+    pids: &Path,
+    mode: &str,
+) -> anyhow::Result<()> {
+    st.write().context("cannot write the stack's config files")?;
+    let manager = spawn_daemon("manager", &bins.manager, &st.manager_config_path())?;
+    say(format!(
+        "started secmon-manager (pid {}, config {}{mode})",
+        manager.pid(),
+        st.manager_config_path().display()
+    ));
+    stack.manager = Some(manager);
+    write_pids(pids, stack);
+    Ok(())
+}
+
+/// Starts the agent on its config file.
+fn start_agent(stack: &mut Stack, st: &StackSettings, bins: &Binaries, pids: &Path) -> anyhow::Result<()> {
+    let agent = spawn_daemon("agent", &bins.agent, &st.agent_config_path())?;
+    say(format!("started secmon-agent (pid {}, config {})", agent.pid(), st.agent_config_path().display()));
+    say(format!(
+        "the agent follows {} (missing files are picked up when they appear)",
+        FOLLOWED_LOGS.join(", ")
+    ));
+    stack.agent = Some(agent);
+    write_pids(pids, stack);
+    Ok(())
 }
 
 fn spawn_daemon(label: &str, bin: &Path, config: &Path) -> anyhow::Result<ChildProc> {

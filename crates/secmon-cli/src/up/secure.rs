@@ -19,10 +19,10 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use tokio::process::Command;
 
-use super::configs::{FOLLOWED_LOGS, StackSettings, write_file};
+use super::configs::{StackSettings, write_file};
 use super::{
     AGENT_ACTIVE_TIMEOUT, Binaries, FALLBACK_NATS_PORTS, MANAGER_READY_TIMEOUT, OVERRIDDEN_ENV, Stack,
-    cli_name, exited, pids_path, say, spawn_daemon, wait_ready, write_pids,
+    cli_name, exited, pids_path, say, start_agent, start_manager, wait_ready, write_pids,
 };
 use crate::api_client::{ApiClient, Auth};
 use crate::child_proc::describe;
@@ -91,15 +91,7 @@ async fn bring_up(
     start_nats(stack, st, ip, port).await?;
     write_pids(&pids, stack);
 
-    st.write().context("cannot write the stack's config files")?;
-    let manager = spawn_daemon("manager", &bins.manager, &st.manager_config_path())?;
-    say(format!(
-        "started secmon-manager (pid {}, config {}, secure mode)",
-        manager.pid(),
-        st.manager_config_path().display()
-    ));
-    stack.manager = Some(manager);
-    write_pids(&pids, stack);
+    start_manager(stack, st, bins, &pids, ", secure mode")?;
 
     let api = st.api_url();
     let anon = Arc::new(ApiClient::with_auth(&api, Auth { ca_pem: Some(ca_pem.clone()), ..Auth::default() }));
@@ -129,14 +121,7 @@ async fn bring_up(
     // Now with the creds file and CA the enrollment wrote.
     write_file(&st.agent_config_path(), &st.agent_toml())?;
 
-    let agent = spawn_daemon("agent", &bins.agent, &st.agent_config_path())?;
-    say(format!("started secmon-agent (pid {}, config {})", agent.pid(), st.agent_config_path().display()));
-    say(format!(
-        "the agent follows {} (missing files are picked up when they appear)",
-        FOLLOWED_LOGS.join(", ")
-    ));
-    stack.agent = Some(agent);
-    write_pids(&pids, stack);
+    start_agent(stack, st, bins, &pids)?;
     if let Some(c) = &client {
         let c = c.clone();
         let active = wait_ready(stack, "the agent to be active", AGENT_ACTIVE_TIMEOUT, move || {
