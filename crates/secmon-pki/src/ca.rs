@@ -282,7 +282,14 @@ mod tests {
     use super::*;
     use rustls_pki_types::{ServerName, UnixTime};
 
-    fn verify_server(ca: &Ca, cert_pem: &str, name: &str) -> Result<(), webpki::Error> {
+    /// Checks that `cert_pem` chains to `ca` for `usage`, and, with `name`, that it is
+    /// valid for that server name.
+    fn verify_for(
+        ca: &Ca,
+        cert_pem: &str,
+        usage: webpki::KeyUsage,
+        name: Option<&str>,
+    ) -> Result<(), webpki::Error> {
         let ca_der = CertificateDer::from(cert_der(ca.cert_pem()).unwrap());
         let anchor = webpki::anchor_from_trusted_cert(&ca_der).unwrap();
         let ee_der = CertificateDer::from(cert_der(cert_pem).unwrap());
@@ -292,11 +299,18 @@ mod tests {
             &[anchor],
             &[],
             UnixTime::now(),
-            webpki::KeyUsage::server_auth(),
+            usage,
             None,
             None,
         )?;
-        ee.verify_is_valid_for_subject_name(&ServerName::try_from(name.to_string()).unwrap())
+        match name {
+            Some(n) => ee.verify_is_valid_for_subject_name(&ServerName::try_from(n.to_string()).unwrap()),
+            None => Ok(()),
+        }
+    }
+
+    fn verify_server(ca: &Ca, cert_pem: &str, name: &str) -> Result<(), webpki::Error> {
+        verify_for(ca, cert_pem, webpki::KeyUsage::server_auth(), Some(name))
     }
 
     #[test]
@@ -324,41 +338,12 @@ mod tests {
     fn client_cert_is_for_client_auth_not_server_auth() {
         let ca = generate_ca("secmon test CA").unwrap();
         let cli = ca.issue_client("agent-1").unwrap();
-        let ca_der = CertificateDer::from(cert_der(ca.cert_pem()).unwrap());
-        let anchor = webpki::anchor_from_trusted_cert(&ca_der).unwrap();
-        let ee_der = CertificateDer::from(cert_der(&cli.cert_pem).unwrap());
-        let ee = webpki::EndEntityCert::try_from(&ee_der).unwrap();
-        let check = |usage| {
-            ee.verify_for_usage(
-                webpki::ALL_VERIFICATION_ALGS,
-                std::slice::from_ref(&anchor),
-                &[],
-                UnixTime::now(),
-                usage,
-                None,
-                None,
-            )
-            .map(|_| ())
-        };
-        check(webpki::KeyUsage::client_auth()).unwrap();
-        assert!(check(webpki::KeyUsage::server_auth()).is_err());
+        verify_client(&ca, &cli.cert_pem).unwrap();
+        assert!(verify_for(&ca, &cli.cert_pem, webpki::KeyUsage::server_auth(), None).is_err());
     }
 
     fn verify_client(ca: &Ca, cert_pem: &str) -> Result<(), webpki::Error> {
-        let ca_der = CertificateDer::from(cert_der(ca.cert_pem()).unwrap());
-        let anchor = webpki::anchor_from_trusted_cert(&ca_der).unwrap();
-        let ee_der = CertificateDer::from(cert_der(cert_pem).unwrap());
-        let ee = webpki::EndEntityCert::try_from(&ee_der).unwrap();
-        ee.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &[anchor],
-            &[],
-            UnixTime::now(),
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map(|_| ())
+        verify_for(ca, cert_pem, webpki::KeyUsage::client_auth(), None)
     }
 
     #[test]
